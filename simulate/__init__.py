@@ -1,0 +1,1 @@
+"""GalSim generator of Sersic galaxy stamps for training `fitnet` (see README and SPEC)."""

@@ -1,0 +1,208 @@
+"""Schema and early validation of the `simulate` configuration.
+
+The numbers themselves live in ``conf/``; this module only knows their types and the allowed
+ranges, so a bad value fails before any galaxy is rendered, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import galsim
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value is outside what the simulator allows."""
+
+
+@dataclass
+class Range:
+    min: float = MISSING
+    max: float = MISSING
+
+
+@dataclass
+class IntRange:
+    min: int = MISSING
+    max: int = MISSING
+
+
+@dataclass
+class Instrument:
+    name: str = MISSING
+    pixel_scale: float = MISSING  # arcsec / pixel
+    zero_point: float = MISSING  # AB mag for 1 e-/s
+    exposure_time: float = MISSING  # s
+    sky_level: float = MISSING  # e-/s / pixel
+    read_noise: float = MISSING  # e- / pixel
+    psf: dict[str, Any] = MISSING  # GalSim profile for hydra.utils.instantiate
+
+
+@dataclass
+class Prior:
+    mag: Range = field(default_factory=Range)
+    n: Range = field(default_factory=Range)
+    re: Range = field(default_factory=Range)
+    q: Range = field(default_factory=Range)
+    pa: Range = field(default_factory=Range)
+    offset: Range = field(default_factory=Range)
+    size: IntRange = field(default_factory=IntRange)
+
+
+@dataclass
+class Render:
+    stamp_size: int = MISSING
+    fft_size: int = MISSING
+    alias_rings: int = MISSING
+    alias_grid: int = MISSING
+    alias_skip_flux: float = MISSING
+    n_grid_points: int = MISSING
+    block_size: int = MISSING
+    sort_window: int = MISSING
+
+
+@dataclass
+class Splits:
+    train: float = MISSING
+    val: float = MISSING
+    test: float = MISSING
+
+
+@dataclass
+class Paths:
+    data_dir: str = MISSING
+
+
+@dataclass
+class SimulateConfig:
+    paths: Paths = field(default_factory=Paths)
+    instrument: Instrument = field(default_factory=Instrument)
+    prior: Prior = field(default_factory=Prior)
+    render: Render = field(default_factory=Render)
+    n: int = MISSING
+    seed: int = MISSING
+    out_dir: str = MISSING
+    workers: int = MISSING
+    splits: Splits = field(default_factory=Splits)
+    montage: int = MISSING
+    overwrite: bool = MISSING
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _check_range(cfg: DictConfig, key: str, lo: float, hi: float, lo_open=False, hi_open=False):
+    """Check that prior.<key>.min <= max and that both lie in [lo, hi] (or open ends)."""
+    r = cfg.prior[key]
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    for end in ("min", "max"):
+        v = r[end]
+        if (
+            not math.isfinite(v)
+            or (v < lo or (lo_open and v == lo))
+            or (v > hi or (hi_open and v == hi))
+        ):
+            _fail(f"prior.{key}.{end}", v, f"must lie in {interval}")
+    if r.min > r.max:
+        _fail(f"prior.{key}.min", r.min, f"must not exceed prior.{key}.max={r.max}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check types, unknown keys and value ranges; return the config merged onto the schema.
+
+    Raises ConfigError (or an OmegaConf error for unknown keys / wrong types) naming the key,
+    the bad value and what is allowed.
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SimulateConfig), cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid simulate configuration: {err}") from err
+
+    ins = merged.instrument
+    for key in ("pixel_scale", "exposure_time"):
+        if not ins[key] > 0:
+            _fail(f"instrument.{key}", ins[key], "must be > 0")
+    for key in ("sky_level", "read_noise"):
+        if not ins[key] >= 0:
+            _fail(f"instrument.{key}", ins[key], "must be >= 0")
+    if "_target_" not in ins.psf:
+        _fail("instrument.psf", OmegaConf.to_container(ins.psf), "needs a _target_ GalSim profile")
+
+    inf = math.inf
+    _check_range(merged, "mag", -inf, inf)
+    # GalSim's own limits for the Sersic index (galsim.Sersic raises outside them).
+    _check_range(merged, "n", galsim.Sersic._minimum_n, galsim.Sersic._maximum_n)
+    _check_range(merged, "re", 0.0, inf, lo_open=True)
+    _check_range(merged, "q", 0.0, 1.0, lo_open=True)
+    _check_range(merged, "pa", -360.0, 360.0)
+    _check_range(merged, "offset", -inf, inf)
+    _check_range(merged, "size", 1, inf)
+
+    ren = merged.render
+    if ren.stamp_size < 8:
+        _fail("render.stamp_size", ren.stamp_size, "must be >= 8 pixels")
+    if ren.fft_size < 2 * ren.stamp_size:
+        _fail(
+            "render.fft_size",
+            ren.fft_size,
+            f"must be >= 2 * render.stamp_size = {2 * ren.stamp_size}",
+        )
+    if ren.fft_size % 2:
+        _fail("render.fft_size", ren.fft_size, "must be even")
+    for key, lo in (("alias_rings", 0), ("alias_grid", 4), ("block_size", 1)):
+        if ren[key] < lo:
+            _fail(f"render.{key}", ren[key], f"must be >= {lo}")
+    if ren.n_grid_points < 0 or ren.n_grid_points == 1:
+        _fail("render.n_grid_points", ren.n_grid_points, "must be 0 (no rounding) or >= 2")
+    if ren.sort_window < ren.block_size:
+        _fail(
+            "render.sort_window", ren.sort_window, f"must be >= render.block_size={ren.block_size}"
+        )
+    if not 0 <= ren.alias_skip_flux < 1:
+        _fail("render.alias_skip_flux", ren.alias_skip_flux, "must lie in [0, 1)")
+
+    fractions = merged.splits
+    for name in ("train", "val", "test"):
+        if not fractions[name] > 0:
+            _fail(f"splits.{name}", fractions[name], "must be > 0")
+    total = fractions.train + fractions.val + fractions.test
+    if abs(total - 1.0) > 1e-9:
+        _fail(
+            "splits",
+            OmegaConf.to_container(fractions),
+            f"fractions must sum to 1 (they sum to {total:g})",
+        )
+    counts = split_counts(merged.n, fractions)
+    if min(counts.values()) < 1:
+        _fail(
+            "n",
+            merged.n,
+            f"too small for three splits with fractions {dict(fractions)}: gives {counts}",
+        )
+    if merged.workers < 0:
+        _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
+    if merged.montage < 0:
+        _fail("montage", merged.montage, "must be >= 0")
+    return merged
+
+
+def split_counts(n: int, fractions) -> dict[str, int]:
+    """Number of galaxies in each split: train and val rounded, test takes the rest."""
+    n_train = int(round(n * fractions.train))
+    n_val = int(round(n * fractions.val))
+    return {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+
+
+def split_ranges(n: int, fractions) -> dict[str, tuple[int, int]]:
+    """Global-index range [start, stop) of each split; splits are contiguous and disjoint."""
+    counts = split_counts(n, fractions)
+    ranges, start = {}, 0
+    for name in ("train", "val", "test"):
+        ranges[name] = (start, start + counts[name])
+        start += counts[name]
+    return ranges

@@ -1,0 +1,142 @@
+"""HDF5 split files in the SPEC layout (section 5), written under a temporary name and renamed.
+
+Layout of ``train.h5`` / ``val.h5`` / ``test.h5``::
+
+    /images            float32 (N, S, S), e-/s per pixel, sky subtracted, image[i, y, x]
+    /params/<label>    1-D per galaxy: mag n re q pa dx dy size, plus index, noise_seed,
+                       flux, flux_stamp, snr, x_center, y_center, noise_rms
+    /config            the resolved simulate configuration (YAML string)
+    root attributes    instrument, PSF, versions, seed, split, units
+
+Each /params dataset carries ``units`` and ``description`` attributes.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import galsim
+import h5py
+import numpy as np
+
+from .priors import LABEL_DESCRIPTIONS, LABEL_UNITS
+
+SPLITS = ("train", "val", "test")
+FORMAT_NAME = "sersic-fitnet stamps"
+FORMAT_VERSION = 1
+
+#: Extra per-galaxy columns beyond the prior labels: (dtype, units, description).
+EXTRA_COLUMNS = {
+    "index": ("int64", "", "global galaxy index; with the master seed it defines the galaxy"),
+    "noise_seed": ("int64", "", "seed of the GalSim BaseDeviate used for this stamp's noise"),
+    "flux": ("float64", "e-/s", "total flux of the profile, 10**(-0.4 (mag - zero_point))"),
+    "flux_stamp": ("float64", "e-/s", "noiseless flux inside the stored stamp"),
+    "snr": ("float64", "dimensionless", "noiseless matched-filter S/N in the stored stamp"),
+    "x_center": (
+        "float64",
+        "pixel",
+        "profile centre, stored-stamp column (0-based, pixel centres at integers)",
+    ),
+    "y_center": (
+        "float64",
+        "pixel",
+        "profile centre, stored-stamp row (0-based, pixel centres at integers)",
+    ),
+}
+
+LABEL_DTYPES = {"size": "int32"}
+
+
+def column_spec() -> dict[str, tuple[str, str, str]]:
+    """dtype, units and description of every /params column, labels first."""
+    spec = {
+        name: (LABEL_DTYPES.get(name, "float32"), LABEL_UNITS[name], LABEL_DESCRIPTIONS[name])
+        for name in LABEL_UNITS
+    }
+    spec.update(EXTRA_COLUMNS)
+    return spec
+
+
+def package_version() -> str:
+    try:
+        return version("sersic-fitnet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) -> dict:
+    """Root attributes describing the pixels, with units in the names."""
+    return {
+        "instrument": instrument.name,
+        "pixel_scale_arcsec": float(instrument.pixel_scale),
+        "zero_point_mag": float(instrument.zero_point),
+        "exposure_time_s": float(instrument.exposure_time),
+        "sky_level_e_per_s_per_pixel": float(instrument.sky_level),
+        "read_noise_e": float(instrument.read_noise),
+        "background_rms_e_per_s": float(background_rms),
+        "psf": repr(psf),
+        "psf_fwhm_arcsec": float(psf.calculateFWHM()),
+        "image_units": "e-/s per pixel, sky subtracted",
+        "image_axes": "image[i, y, x]: y = row, x = column; display with origin='lower'",
+        "mag_definition": "m = zero_point - 2.5 log10(F / (e-/s))",
+        "noise": "Poisson on (source + sky) electrons + Gaussian read noise, sky subtracted, / exposure time",
+    }
+
+
+def create_split(
+    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str
+) -> h5py.File:
+    """Create an empty split file with every dataset pre-allocated (deterministic layout)."""
+    f = h5py.File(path, "w", libver="earliest", track_order=False)
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["galsim_version"] = galsim.__version__
+    f.attrs["package_version"] = package_version()
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    f.create_dataset("config", data=config_yaml, dtype=h5py.string_dtype(), track_times=False)
+    space = h5py.h5s.create_simple((n_rows, stamp_size, stamp_size))
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk((1, stamp_size, stamp_size))
+    plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    plist.set_obj_track_times(False)  # no creation timestamps: same config, same bytes
+    images_id = h5py.h5d.create(f.id, b"images", h5py.h5t.IEEE_F32LE, space, plist)
+    images = h5py.Dataset(images_id)
+    images.attrs["units"] = "e-/s per pixel"
+    images.attrs["description"] = "sky-subtracted noisy stamps, image[i, y, x]"
+    group = f.create_group("params")
+    for name, (dtype, units, description) in column_spec().items():
+        ds = group.create_dataset(name, shape=(n_rows,), dtype=dtype, track_times=False)
+        ds.attrs["units"] = units
+        ds.attrs["description"] = description
+    return f
+
+
+def read_attrs(path: Path) -> dict:
+    """Root attributes of a split file as a plain dict."""
+    with h5py.File(path, "r") as f:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+def read_params(path: Path, names=None) -> dict[str, np.ndarray]:
+    """The /params columns (all, or ``names``) of a split file as numpy arrays."""
+    with h5py.File(path, "r") as f:
+        group = f["params"]
+        return {name: group[name][()] for name in (names or list(group))}

@@ -1,0 +1,91 @@
+"""Draw the true parameters of each galaxy from the prior.
+
+Galaxy ``i`` of a run with master seed ``s`` uses its own stream
+``numpy.random.SeedSequence(s, spawn_key=(i,))``, so its parameters and its noise depend only on
+``(s, i)``: not on the number of workers, on chunking, or on the split it falls in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Labels drawn from the prior, in storage order, with their units (SPEC section 2).
+LABEL_UNITS = {
+    "mag": "AB mag",
+    "n": "dimensionless",
+    "re": "arcsec",
+    "q": "dimensionless",
+    "pa": "deg",
+    "dx": "pixel",
+    "dy": "pixel",
+    "size": "pixel",
+}
+
+LABEL_DESCRIPTIONS = {
+    "mag": "total AB magnitude of the whole Sersic profile (all its flux, not only the stamp's)",
+    "n": "Sersic index of the profile drawn (rounded to the render n grid)",
+    "re": "half-light radius along the semi-major axis",
+    "q": "axis ratio b/a",
+    "pa": "position angle of the major axis, counter-clockwise from the +x (column) axis",
+    "dx": "x offset of the profile centre from the rendered stamp's centre (GalSim offset)",
+    "dy": "y offset of the profile centre from the rendered stamp's centre (GalSim offset)",
+    "size": "side of the square stamp as rendered, before pad/crop",
+}
+
+
+def galaxy_stream(seed: int, index: int) -> np.random.SeedSequence:
+    """The random stream of galaxy ``index`` under master ``seed``."""
+    return np.random.SeedSequence(seed, spawn_key=(int(index),))
+
+
+def n_grid(prior_n, n_grid_points: int) -> np.ndarray | None:
+    """Log-spaced Sersic indices that drawn n values are rounded to; None means no rounding."""
+    if n_grid_points == 0:
+        return None
+    return np.geomspace(prior_n.min, prior_n.max, n_grid_points)
+
+
+def round_to_grid(values: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
+    """Round each value to its nearest grid point in log space (identity if grid is None)."""
+    if grid is None:
+        return values
+    log_grid = np.log(grid)
+    edges = 0.5 * (log_grid[1:] + log_grid[:-1])
+    return grid[np.searchsorted(edges, np.log(values))]
+
+
+def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int) -> dict:
+    """Draw the labels of the galaxies with the given global ``indices``.
+
+    Returns a dict of 1-D arrays keyed by LABEL_UNITS plus ``index`` (global index) and
+    ``noise_seed`` (seed of the galaxy's GalSim noise deviate, never 0).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    m = len(indices)
+    raw = np.empty((m, 8))
+    sizes = np.empty(m, dtype=np.int32)
+    noise_seeds = np.empty(m, dtype=np.int64)
+    log_re = (np.log(prior.re.min), np.log(prior.re.max))
+    for k, index in enumerate(indices):
+        rng = np.random.default_rng(galaxy_stream(seed, index))
+        raw[k, 0] = rng.uniform(prior.mag.min, prior.mag.max)
+        raw[k, 1] = rng.uniform(prior.n.min, prior.n.max)
+        raw[k, 2] = np.exp(rng.uniform(*log_re))
+        raw[k, 3] = rng.uniform(prior.q.min, prior.q.max)
+        raw[k, 4] = rng.uniform(prior.pa.min, prior.pa.max)
+        raw[k, 5:7] = rng.uniform(prior.offset.min, prior.offset.max, size=2)
+        sizes[k] = rng.integers(prior.size.min, prior.size.max, endpoint=True)
+        noise_seeds[k] = rng.integers(1, 2**31 - 1)  # GalSim treats seed 0 as "from the clock"
+    grid = n_grid(prior.n, n_grid_points)
+    return {
+        "index": indices,
+        "mag": raw[:, 0],
+        "n": round_to_grid(raw[:, 1], grid),
+        "re": raw[:, 2],
+        "q": raw[:, 3],
+        "pa": raw[:, 4],
+        "dx": raw[:, 5],
+        "dy": raw[:, 6],
+        "size": sizes,
+        "noise_seed": noise_seeds,
+    }

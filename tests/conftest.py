@@ -1,0 +1,75 @@
+"""Shared fixtures: the real Hydra configs, composed with tiny overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+#: Small but complete simulations: 64 x 64 stamps, a coarse n grid, one process.
+TINY_SIM = [
+    "n=30",
+    "workers=1",
+    "montage=4",
+    "render.stamp_size=64",
+    "render.fft_size=128",
+    "render.n_grid_points=10",
+    "render.block_size=8",
+    "prior.size.min=40",
+    "prior.size.max=90",
+    "prior.re.max=0.6",
+]
+
+
+def compose_config(name: str, overrides=()) -> object:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+@pytest.fixture
+def sim_config(tmp_path):
+    """Compose conf/simulate.yaml with TINY_SIM, writing into tmp_path, plus extra overrides."""
+
+    def make(*overrides, out_dir=None):
+        out = out_dir or tmp_path / "data"
+        return compose_config("simulate", [*TINY_SIM, f"out_dir={out}", *overrides])
+
+    return make
+
+
+#: Training runs that take seconds on a CPU: one epoch, small batches, no progress bar.
+TINY_TRAIN = [
+    "epochs=1",
+    "batch_size=8",
+    "device=cpu",
+    "progress=false",
+    "image_norm.stats_images=16",
+    "data.eval_batch_size=16",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 40-galaxy data set of 64 x 64 stamps (train/val/test = 32/4/4), made once per session."""
+    from simulate.pipeline import run_simulation
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    cfg = compose_config("simulate", [*TINY_SIM, "n=40", "montage=0", f"out_dir={out}"])
+    run_simulation(cfg, progress=False)
+    return out
+
+
+@pytest.fixture
+def train_config(tiny_data, tmp_path):
+    """Compose conf/train.yaml on the tiny data set, writing into tmp_path/run."""
+
+    def make(*overrides):
+        return compose_config(
+            "train",
+            [*TINY_TRAIN, f"data_dir={tiny_data}", f"output_dir={tmp_path / 'run'}", *overrides],
+        )
+
+    return make
