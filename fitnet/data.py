@@ -1,0 +1,208 @@
+"""Reading the simulator's HDF5 splits for training: checks, normalisation, batching.
+
+Images are normalised as ``asinh(x / (softening * rms)) `` (``rms`` is the background rms of the
+data, from the file's attributes) and then standardised with a pixel mean and std measured on
+the training split. Pixel values span five decades; the stretch keeps the noise and the core
+of a bright galaxy in the same range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .labels import LabelScaler
+
+#: Root attributes a split file must carry for the network to know what its pixels mean.
+REQUIRED_ATTRS = ("pixel_scale_arcsec", "background_rms_e_per_s", "zero_point_mag")
+NORM_CHUNK = 1024  # images normalised at a time while loading
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed, or does not match the model."""
+
+
+@dataclass
+class ImageNorm:
+    """``(asinh(x / (softening * rms)) - mean) / std``; x in e-/s per pixel."""
+
+    rms: float  # e-/s per pixel, background rms of the training data
+    softening: float  # in units of rms
+    mean: float = 0.0
+    std: float = 1.0
+
+    def stretch(self, x):
+        lib = torch if isinstance(x, torch.Tensor) else np
+        return lib.asinh(x / (self.softening * self.rms))
+
+    def __call__(self, x):
+        return (self.stretch(x) - self.mean) / self.std
+
+    def state(self) -> dict:
+        return {"rms": self.rms, "softening": self.softening, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, state: dict) -> ImageNorm:
+        return cls(**state)
+
+
+def split_path(data_dir: str | Path, split: str) -> Path:
+    path = Path(data_dir) / f"{split}.h5"
+    if not path.exists():
+        raise DataError(
+            f"{path} does not exist: data_dir={data_dir} must hold train.h5, val.h5 and test.h5 "
+            "as written by `python -m simulate` (see README)"
+        )
+    return path
+
+
+def describe_split(path: Path, targets: list[str] | None = None) -> dict:
+    """Check a split file and return its root attributes plus ``n_images`` and ``stamp_size``."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path} is not a readable HDF5 file: {err}") from err
+    with f:
+        if "images" not in f:
+            raise DataError(f"{path} has no /images dataset (SPEC section 5 layout expected)")
+        shape = f["images"].shape
+        if len(shape) != 3 or shape[1] != shape[2] or shape[0] == 0:
+            raise DataError(f"{path}: /images has shape {shape}, expected (N, S, S) with N > 0")
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise DataError(f"{path} lacks the root attributes {missing}")
+        for name in targets or []:
+            if f"params/{name}" not in f:
+                raise DataError(f"{path} has no /params/{name} label for target {name!r}")
+            if f[f"params/{name}"].shape != (shape[0],):
+                raise DataError(f"{path}: /params/{name} does not have one value per image")
+    attrs["n_images"], attrs["stamp_size"] = shape[0], shape[1]
+    return attrs
+
+
+def read_labels(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        return {name: f["params"][name][()].astype(float) for name in names}
+
+
+def fit_image_norm(path: Path, rms: float, softening: float, n_images: int) -> ImageNorm:
+    """Pixel mean and std of the stretched images, from the first ``n_images`` of ``path``."""
+    norm = ImageNorm(rms=rms, softening=softening)
+    with h5py.File(path, "r") as f:
+        sample = norm.stretch(f["images"][: max(1, n_images)].astype(np.float64))
+    norm.mean, norm.std = float(sample.mean()), float(sample.std())
+    return norm
+
+
+def load_images(path: Path, norm: ImageNorm, device: torch.device) -> torch.Tensor:
+    """Whole split, normalised, as a float32 tensor (N, 1, S, S) on ``device``."""
+    with h5py.File(path, "r") as f:
+        ds = f["images"]
+        out = torch.empty(
+            (ds.shape[0], 1, ds.shape[1], ds.shape[2]), dtype=torch.float32, device=device
+        )
+        for start in range(0, ds.shape[0], NORM_CHUNK):
+            chunk = torch.from_numpy(ds[start : start + NORM_CHUNK]).to(device)
+            out[start : start + len(chunk), 0] = norm(chunk)
+    return out
+
+
+def split_bytes(attrs: dict) -> int:
+    return attrs["n_images"] * attrs["stamp_size"] ** 2 * 4
+
+
+class H5Images(torch.utils.data.Dataset):
+    """Normalised images and standardised labels streamed from a split file.
+
+    Each DataLoader worker opens its own file handle on first use (h5py handles must not cross
+    process boundaries).
+    """
+
+    def __init__(self, path: Path, norm: ImageNorm, labels: np.ndarray):
+        self.path, self.norm, self.labels = Path(path), norm, labels
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        image = torch.from_numpy(self._file["images"][i])[None]
+        return self.norm(image), torch.from_numpy(self.labels[i])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
+class Batches:
+    """Training or evaluation batches from memory or from HDF5, with a seeded generator.
+
+    In memory, a permutation drawn from ``generator`` indexes the (device) tensors directly;
+    streamed, a DataLoader does the same with worker processes. Either way the order depends
+    only on the generator state, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, images, labels, batch_size, device, dataset=None, num_workers=0):
+        self.images, self.labels = images, labels  # tensors, or None when streaming
+        self.dataset, self.num_workers = dataset, num_workers
+        self.batch_size, self.device = batch_size, device
+
+    def __len__(self) -> int:
+        n = len(self.labels) if self.dataset is None else len(self.dataset)
+        return math.ceil(n / self.batch_size)
+
+    def iterate(self, generator: torch.Generator | None):
+        """Yield (images, labels) on the device; shuffled when ``generator`` is given."""
+        n = len(self.labels) if self.dataset is None else len(self.dataset)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        if self.dataset is None:
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size].to(self.images.device)
+                yield self.images[idx], self.labels[idx]
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=order.tolist(),
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image flipped and rotated by one of the 8 symmetries of the square, at random.
+
+    The labels mag, n, re and q are invariant; pa would change, and is not a target.
+    """
+    code = torch.randint(0, 8, (images.shape[0],), generator=generator).to(images.device)
+    out = images
+    flip_x = (code & 1).bool().view(-1, 1, 1, 1)
+    out = torch.where(flip_x, out.flip(-1), out)
+    flip_y = (code & 2).bool().view(-1, 1, 1, 1)
+    out = torch.where(flip_y, out.flip(-2), out)
+    transpose = (code & 4).bool().view(-1, 1, 1, 1)
+    return torch.where(transpose, out.transpose(-1, -2), out)
+
+
+def make_batches(path, attrs, norm, scaler: LabelScaler, batch_size, device, data_cfg) -> Batches:
+    """In memory (on ``device``) when the split fits in ``data.max_memory_gb``, else streamed."""
+    labels = scaler.encode(read_labels(path, scaler.names))
+    if split_bytes(attrs) <= data_cfg.max_memory_gb * 1e9:
+        images = load_images(path, norm, device)
+        return Batches(images, torch.from_numpy(labels).to(device), batch_size, device)
+    dataset = H5Images(path, norm, labels)
+    return Batches(
+        None, None, batch_size, device, dataset=dataset, num_workers=data_cfg.num_workers
+    )

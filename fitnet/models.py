@@ -1,0 +1,138 @@
+"""Networks: a feature extractor followed by a head; all take ``in_chans`` and ``num_outputs``.
+
+``image_size`` (pixel, side of the square input) lets fully connected heads size themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, sigma^2) to the (normalised) input while training, as Keras' GaussianNoise."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x):
+        if self.training and self.sigma > 0:
+            return x + self.sigma * torch.randn_like(x)
+        return x
+
+
+class FitNet(nn.Module):
+    """``head(features(x))``: the split lets a head be swapped or features be reused."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _feature_size(features: nn.Module, in_chans: int, image_size: int) -> int:
+    with torch.no_grad():
+        return features(torch.zeros(1, in_chans, image_size, image_size)).shape[1]
+
+
+class DeepLegato(FitNet):
+    """DeepLeGATo's tutorial CNN: stages of two 'valid' convolutions, 2x2 max-pool and dropout,
+    then dense layers. Defaults in conf/model/deeplegato.yaml."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        num_outputs: int,
+        image_size: int,
+        filters=(16, 64, 64),
+        kernels=(4, 3, 2),
+        dense=(128, 64),
+        dropout: float = 0.15,
+        input_noise: float = 0.01,
+    ):
+        if len(filters) != len(kernels):
+            raise ValueError(
+                f"model.filters {list(filters)} and model.kernels {list(kernels)} differ in length"
+            )
+        layers: list[nn.Module] = [GaussianNoise(input_noise)]
+        chans = in_chans
+        for width, k in zip(filters, kernels, strict=True):
+            layers += [
+                nn.Conv2d(chans, width, k),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, k),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Dropout(dropout),
+            ]
+            chans = width
+        layers.append(nn.Flatten())
+        features = nn.Sequential(*layers)
+        size = _feature_size(features, in_chans, image_size)
+        head: list[nn.Module] = []
+        for units in dense:
+            head += [nn.Linear(size, units), nn.ReLU(inplace=True)]
+            size = units
+        head.append(nn.Linear(size, num_outputs))
+        super().__init__(features, nn.Sequential(*head))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, chans_in: int, chans_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(chans_in, chans_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(chans_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(chans_out, chans_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(chans_out),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and chans_in == chans_out
+            else nn.Sequential(
+                nn.Conv2d(chans_in, chans_out, 1, stride, bias=False), nn.BatchNorm2d(chans_out)
+            )
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResNet(FitNet):
+    """A small ResNet with global average pooling. Defaults in conf/model/resnet.yaml."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        num_outputs: int,
+        image_size: int,
+        widths=(32, 64, 128, 256),
+        blocks=(2, 2, 2, 2),
+        stem_stride: int = 1,
+        dropout: float = 0.0,
+    ):
+        del image_size  # global pooling: any input size works
+        if len(widths) != len(blocks):
+            raise ValueError(
+                f"model.widths {list(widths)} and model.blocks {list(blocks)} differ in length"
+            )
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, widths[0], 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        chans = widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks, strict=True)):
+            for b in range(count):
+                stride = 2 if stage > 0 and b == 0 else 1
+                layers.append(BasicBlock(chans, width, stride))
+                chans = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans, num_outputs))
+        super().__init__(nn.Sequential(*layers), head)

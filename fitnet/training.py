@@ -1,0 +1,339 @@
+"""The training loop: ``train(cfg, output_dir) -> best validation loss``.
+
+Plain function of a composed config, so it runs and is tested without Hydra. Writes
+``last.pt`` and ``best.pt`` (see ``checkpoint``), ``metrics.csv`` (one row per epoch) and
+``loss_curve.png`` into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from . import checkpoint
+from .data import (
+    DataError,
+    ImageNorm,
+    describe_split,
+    dihedral,
+    fit_image_norm,
+    make_batches,
+    read_labels,
+    split_path,
+)
+from .labels import LabelScaler, parse_targets
+from .metrics import label_metrics
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+LOSSES = ("l1", "mse", "gaussian_nll")
+LOG_SIGMA_RANGE = (-7.0, 5.0)  # clamp of the predicted log-sigma (standardised units)
+
+
+class TrainConfigError(ValueError):
+    """A training option has a value that is not allowed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise TrainConfigError(f"device={name!r} is not allowed: choose from {DEVICES}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("device=cuda but PyTorch sees no CUDA GPU; use device=auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """Check the options that are not checked elsewhere; return the target list."""
+    targets = parse_targets(
+        OmegaConf.to_container(cfg.target) if OmegaConf.is_list(cfg.target) else cfg.target
+    )
+    if cfg.loss not in LOSSES:
+        raise TrainConfigError(f"loss={cfg.loss!r} is not allowed: choose from {LOSSES}")
+    for key in ("epochs", "batch_size"):
+        if not cfg[key] >= 1:
+            raise TrainConfigError(f"{key}={cfg[key]!r} is not allowed: must be >= 1")
+    if not cfg.image_norm.softening > 0:
+        raise TrainConfigError(f"image_norm.softening={cfg.image_norm.softening} must be > 0")
+    if cfg.early_stopping_patience < 0:
+        raise TrainConfigError(
+            f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"
+        )
+    resolve_device(cfg.device)
+    return targets
+
+
+def evaluate(model, batches, loss: str, amp: bool):
+    """Mean loss and model outputs over all batches in order: (loss, means, sigmas or None)."""
+    model.eval()
+    means, sigmas, total, count = [], [], 0.0, 0
+    with torch.no_grad(), autocast(batches.device, amp):
+        for x, y in batches.iterate(None):
+            out = model(x).float()
+            total += loss_value(out, y, loss).item() * len(x)
+            count += len(x)
+            mu, log_sigma = split_output(out, loss)
+            means.append(mu.cpu())
+            if log_sigma is not None:
+                sigmas.append(log_sigma.exp().cpu())
+    sigma = torch.cat(sigmas).numpy() if sigmas else None
+    return total / count, torch.cat(means).numpy(), sigma
+
+
+def split_output(out: torch.Tensor, loss: str):
+    if loss != "gaussian_nll":
+        return out, None
+    t = out.shape[1] // 2
+    return out[:, :t], out[:, t:].clamp(*LOG_SIGMA_RANGE)
+
+
+def loss_value(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    mu, log_sigma = split_output(out.float(), loss)
+    if loss == "l1":
+        return (mu - y).abs().mean()
+    if loss == "mse":
+        return ((mu - y) ** 2).mean()
+    return (log_sigma + 0.5 * ((y - mu) * torch.exp(-log_sigma)) ** 2).mean()
+
+
+def autocast(device: torch.device, amp: bool):
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
+    )
+
+
+def write_csv(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> float:
+    """Train per ``cfg``; return the best validation loss (the sweep objective)."""
+    targets = validate(cfg)
+    device = resolve_device(cfg.device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_path, val_path = split_path(cfg.data_dir, "train"), split_path(cfg.data_dir, "val")
+    train_attrs = describe_split(train_path, targets)
+    val_attrs = describe_split(val_path, targets)
+    for key in ("stamp_size", "pixel_scale_arcsec", "background_rms_e_per_s"):
+        if train_attrs[key] != val_attrs[key]:
+            raise DataError(
+                f"train.h5 and val.h5 differ in {key}: {train_attrs[key]} vs {val_attrs[key]}"
+            )
+    image_size = train_attrs["stamp_size"]
+
+    resumed = checkpoint.load(cfg.resume) if cfg.resume else None
+    if resumed is not None:
+        _check_resume(resumed, targets, cfg, image_size)
+        scaler = LabelScaler.from_state(resumed["label_scaler"])
+        norm = ImageNorm.from_state(resumed["image_norm"])
+        model_cfg = resumed["model"]["config"]
+    else:
+        scaler = LabelScaler.fit(targets, cfg.labels, read_labels(train_path, targets))
+        norm = fit_image_norm(
+            train_path,
+            train_attrs["background_rms_e_per_s"],
+            cfg.image_norm.softening,
+            cfg.image_norm.stats_images,
+        )
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
+    model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _instantiate(cfg.optim, model.parameters())
+    scheduler = _instantiate(cfg.scheduler, optimizer)
+    start_epoch, history, best, since_best = 1, [], math.inf, 0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"]["state_dict"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        generator.set_state(resumed["rng"]["generator"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resumed["rng"]["cuda"])
+        start_epoch = resumed["epoch"] + 1
+        history, best, since_best = resumed["history"], resumed["best_val"], resumed["since_best"]
+        log.info("resuming %s at epoch %d", cfg.resume, start_epoch)
+    step_model = torch.compile(model) if cfg.compile else model
+
+    train_batches = make_batches(
+        train_path, train_attrs, norm, scaler, cfg.batch_size, device, cfg.data
+    )
+    val_batches = make_batches(
+        val_path, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
+    )
+    val_true = read_labels(val_path, targets)
+    log.info(
+        "training %s for %s on %s: %d train / %d val stamps of %d px, %d parameters, seed %d -> %s",
+        type(model).__name__,
+        targets,
+        device,
+        train_attrs["n_images"],
+        val_attrs["n_images"],
+        image_size,
+        sum(p.numel() for p in model.parameters()),
+        cfg.seed,
+        output_dir,
+    )
+
+    def payload(epoch: int) -> dict:
+        state = {
+            "epoch": epoch,
+            "history": history,
+            "best_val": best,
+            "since_best": since_best,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {
+                "generator": generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            },
+        }
+        return checkpoint.make_payload(
+            model=model,
+            model_cfg=model_cfg,
+            image_size=image_size,
+            targets=targets,
+            loss=cfg.loss,
+            scaler=scaler,
+            norm=norm,
+            instrument=train_attrs,
+            cfg=cfg,
+            state=state,
+        )
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(
+            step_model, optimizer, train_batches, generator, cfg, epoch, channels_last
+        )
+        val_loss, mean, _ = evaluate(step_model, val_batches, cfg.loss, cfg.amp)
+        pred, _ = scaler.decode(mean)
+        metrics = label_metrics({name: pred[:, j] for j, name in enumerate(targets)}, val_true)
+        lr = optimizer.param_groups[0]["lr"]
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        else:
+            scheduler.step()
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "seconds": time.perf_counter() - t0,
+        }
+        for name, m in metrics.items():
+            row.update(
+                {
+                    f"{name}_bias": m["bias"],
+                    f"{name}_scatter": m["scatter"],
+                    f"{name}_outlier_frac": m["outlier_frac"],
+                }
+            )
+        history.append(row)
+        improved = val_loss < best
+        best, since_best = (val_loss, 0) if improved else (best, since_best + 1)
+        write_csv(output_dir / "metrics.csv", history)
+        state = payload(epoch)
+        checkpoint.save(output_dir / "last.pt", state)
+        if improved:
+            checkpoint.save(output_dir / "best.pt", state)
+        log.info(
+            "epoch %d/%d: train %.4f val %.4f (best %.4f) lr %.2e %.1fs | %s",
+            epoch,
+            cfg.epochs,
+            train_loss,
+            val_loss,
+            best,
+            lr,
+            row["seconds"],
+            " ".join(
+                f"{n}: bias {m['bias']:+.3f} scatter {m['scatter']:.3f}" for n, m in metrics.items()
+            ),
+        )
+        if cfg.early_stopping_patience and since_best >= cfg.early_stopping_patience:
+            log.info("early stopping: no improvement for %d epochs", since_best)
+            break
+
+    from .plots import plot_history
+
+    plot_history(history, output_dir / "loss_curve.png")
+    log.info("best validation loss %.4f; checkpoints in %s", best, output_dir)
+    return best
+
+
+def _instantiate(node, *args):
+    return instantiate(node, *args)
+
+
+def _check_resume(resumed: dict, targets, cfg, image_size) -> None:
+    if resumed["targets"] != targets:
+        raise TrainConfigError(
+            f"resume: checkpoint has targets {resumed['targets']}, this run asks for {targets}"
+        )
+    if resumed["loss"] != cfg.loss:
+        raise TrainConfigError(
+            f"resume: checkpoint was trained with loss={resumed['loss']}, not {cfg.loss}"
+        )
+    if resumed["model"]["image_size"] != image_size:
+        raise DataError(
+            f"resume: checkpoint expects {resumed['model']['image_size']} px stamps, the data has {image_size}"
+        )
+
+
+def _train_epoch(model, optimizer, batches, generator, cfg, epoch, channels_last) -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(
+        batches.iterate(generator),
+        total=len(batches),
+        desc=f"epoch {epoch}",
+        unit="batch",
+        disable=not cfg.progress,
+        leave=False,
+    )
+    for x, y in bar:
+        if cfg.augment:
+            x = dihedral(x, generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(batches.device, cfg.amp):
+            out = model(x)
+        loss = loss_value(out, y, cfg.loss)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"epoch {epoch}: the training loss became {loss.item()}; lower optim.lr"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count

@@ -1,0 +1,44 @@
+"""Every model gives the right output shape, finite values, and a gradient to every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from fitnet.checkpoint import build_model
+
+
+@pytest.mark.parametrize("model", ["deeplegato", "resnet"])
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_output_shape_finite_and_gradients(model, image_size):
+    cfg = compose_config("train", [f"model={model}"])
+    net = build_model(
+        OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=3, image_size=image_size
+    )
+    net.train()
+    x = torch.randn(4, 1, image_size, image_size)
+    out = net(x)
+    assert out.shape == (4, 3)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [
+        name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert not missing
+
+
+def test_models_split_features_and_head():
+    cfg = compose_config("train")
+    net = build_model(OmegaConf.to_container(cfg.model), in_chans=2, num_outputs=5, image_size=64)
+    features = net.features(torch.zeros(1, 2, 64, 64))
+    assert net.head(features).shape == (1, 5)
+
+
+def test_input_noise_only_while_training():
+    cfg = compose_config("train")
+    net = build_model(OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=1, image_size=64)
+    x = torch.randn(2, 1, 64, 64)
+    net.eval()
+    assert torch.equal(net(x), net(x))

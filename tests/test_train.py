@@ -1,0 +1,171 @@
+"""Training end to end on a tiny data set (CPU, one epoch): files, resume, targets, errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from fitnet import training
+from fitnet.checkpoint import CheckpointError, load, load_model
+from fitnet.data import DataError, dihedral
+from fitnet.labels import LabelScaler, TargetError, parse_targets
+from fitnet.training import TrainConfigError, train
+
+
+def test_train_all_targets_writes_checkpoints_and_logs(train_config, tmp_path):
+    best = train(train_config("target=all"), tmp_path / "run")
+    assert math.isfinite(best)
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "loss_curve.png"):
+        assert (run / name).exists(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 1 and {"train_loss", "val_loss", "re_scatter", "n_bias"} <= set(rows[0])
+    ckpt = load(run / "best.pt")
+    assert ckpt["targets"] == ["mag", "n", "re", "q"]
+    assert ckpt["instrument"]["pixel_scale_arcsec"] == 0.06
+    assert ckpt["model"]["image_size"] == 64 and ckpt["model"]["num_outputs"] == 4
+    model, scaler, norm, _ = load_model(run / "best.pt")
+    assert scaler.names == ckpt["targets"] and norm.rms > 0
+    assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
+
+
+def test_single_target(train_config, tmp_path):
+    train(train_config("target=re"), tmp_path / "run")
+    ckpt = load(tmp_path / "run" / "last.pt")
+    assert ckpt["targets"] == ["re"] and ckpt["label_scaler"]["transforms"] == ["log"]
+
+
+def test_target_subset_and_resnet_and_nll(train_config, tmp_path):
+    train(train_config("target=[n,re]", "model=resnet", "loss=gaussian_nll"), tmp_path / "run")
+    ckpt = load(tmp_path / "run" / "last.pt")
+    assert ckpt["targets"] == ["n", "re"] and ckpt["model"]["num_outputs"] == 4
+
+
+def test_streaming_from_hdf5(train_config, tmp_path):
+    best = train(train_config("data.max_memory_gb=0", "data.num_workers=0"), tmp_path / "run")
+    assert math.isfinite(best)
+
+
+def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(train_config("epochs=2", "scheduler=cosine"), straight)
+
+    killed = tmp_path / "killed"
+    real, calls = training._train_epoch, []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config("epochs=2"), killed)
+    monkeypatch.setattr(training, "_train_epoch", real)
+    assert load(killed / "last.pt")["epoch"] == 1
+
+    resumed = tmp_path / "resumed"
+    train(train_config("epochs=2", f"resume={killed / 'last.pt'}"), resumed)
+    a, b = load(straight / "last.pt"), load(resumed / "last.pt")
+    assert b["epoch"] == 2 and len(b["history"]) == 2
+    for key, value in a["model"]["state_dict"].items():
+        assert torch.equal(value, b["model"]["state_dict"][key]), key
+
+
+def test_multirun_of_two_targets(tiny_data, tmp_path):
+    from conftest import TINY_TRAIN
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fitnet.train",
+            "-m",
+            "target=mag,q",
+            f"data_dir={tiny_data}",
+            *TINY_TRAIN,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    ckpts = sorted((tmp_path / "outputs").glob("train-multirun/*/*/*/best.pt"))
+    assert len(ckpts) == 2
+    assert sorted(load(c)["targets"][0] for c in ckpts) == ["mag", "q"]
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("target=pa", TargetError, r"target='pa' does not exist: choose from mag, n, re, q"),
+        ("target=[n,n]", TargetError, r"names a label twice"),
+        ("loss=huber", TrainConfigError, r"loss='huber' is not allowed"),
+        ("device=tpu", TrainConfigError, r"device='tpu' is not allowed"),
+        ("epochs=0", TrainConfigError, r"epochs=0 is not allowed"),
+        ("labels.re=sqrt", TargetError, r"labels\.re='sqrt' is not a transform"),
+    ],
+)
+def test_bad_options_raise(train_config, tmp_path, override, error, match):
+    with pytest.raises(error, match=match):
+        train(train_config(override), tmp_path / "run")
+
+
+def test_missing_data_raises(train_config, tmp_path):
+    with pytest.raises(DataError, match=r"train\.h5 does not exist.*python -m simulate"):
+        train(train_config(f"data_dir={tmp_path / 'nowhere'}"), tmp_path / "run")
+
+
+def test_malformed_data_raises(train_config, tiny_data, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for split in ("train", "val"):
+        with h5py.File(bad / f"{split}.h5", "w") as f:
+            f["pixels"] = np.zeros((4, 8, 8))
+    with pytest.raises(DataError, match=r"has no /images dataset"):
+        train(train_config(f"data_dir={bad}"), tmp_path / "run")
+
+
+def test_resume_with_other_stamp_size_raises(train_config, tiny_data, tmp_path):
+    train(train_config(), tmp_path / "first")
+    ckpt = load(tmp_path / "first" / "last.pt")
+    ckpt["model"]["image_size"] = 128
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(DataError, match=r"checkpoint expects 128 px stamps, the data has 64"):
+        train(train_config(f"resume={tmp_path / 'other.pt'}"), tmp_path / "run")
+
+
+def test_not_a_checkpoint_raises(tmp_path):
+    (tmp_path / "x.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"x\.pt is not a readable PyTorch checkpoint"):
+        load(tmp_path / "x.pt")
+
+
+def test_dihedral_keeps_pixels_and_covers_all_symmetries():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(64, 1, 1, 1)
+    out = dihedral(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
+
+
+def test_label_scaler_round_trip():
+    labels = {"mag": np.array([19.0, 22.0, 24.5]), "re": np.array([0.1, 0.5, 1.9])}
+    scaler = LabelScaler.fit(["mag", "re"], {"mag": "identity", "re": "log"}, labels)
+    z = scaler.encode(labels)
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-6) and np.allclose(z.std(axis=0), 1, atol=1e-5)
+    back, _ = scaler.decode(z)
+    assert np.allclose(back, np.stack([labels["mag"], labels["re"]], axis=1), rtol=1e-5)
+
+
+def test_parse_targets():
+    assert parse_targets("all") == ["mag", "n", "re", "q"]
+    assert parse_targets(["q", "mag"]) == ["q", "mag"]
