@@ -169,3 +169,21 @@ def test_label_scaler_round_trip():
 def test_parse_targets():
     assert parse_targets("all") == ["mag", "n", "re", "q"]
     assert parse_targets(["q", "mag"]) == ["q", "mag"]
+
+
+def test_full_cpu_experiment_composes():
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["experiment=full_cpu"])
+    assert cfg.epochs == 5 and cfg.target == "all"
+
+
+def test_optuna_experiment_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=optuna"], return_hydra_config=True)
+    assert "optuna" in cfg.hydra.sweeper._target_.lower()
+    assert "optim.lr" in cfg.hydra.sweeper.params

@@ -1,0 +1,185 @@
+"""Training throughput: the real data pipeline against a synthetic in-memory batch, in one run.
+
+    python benchmarks/bench_train.py                         # data/sersic, default model, CPU (+ GPU)
+    python benchmarks/bench_train.py --steps 50 model=resnet
+
+For every device available (CPU always, CUDA when present) it times optimisation steps of the
+configured model (default: DeepLeGATo, batch 64, bf16 autocast on CUDA):
+  - synthetic: one random batch already on the device, reused every step (no data cost);
+  - memory:    the training split in memory (on the device), shuffled, with augmentation;
+  - stream:    the training split streamed from HDF5 by DataLoader workers.
+It prints the median images/s over alternating rounds and the share of the step time that the pipeline costs (target < 10% for the
+path training uses: memory when the split fits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from fitnet.checkpoint import build_model
+from fitnet.data import (
+    describe_split,
+    dihedral,
+    fit_image_norm,
+    make_batches,
+    read_labels,
+    split_path,
+)
+from fitnet.labels import LabelScaler, parse_targets
+from fitnet.training import autocast, loss_value
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def load_config(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def time_steps(model, optimizer, batch_iter, steps, cfg, device, augment, generator) -> float:
+    """Images per second over ``steps`` optimisation steps (after 3 warm-up steps)."""
+    channels_last = cfg.channels_last and device.type == "cuda"
+    images, t0 = 0, None
+    for i, (x, y) in enumerate(batch_iter):
+        if i == 3:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, images = time.perf_counter(), 0
+        if augment:
+            x = dihedral(x, generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            out = model(x)
+        loss = loss_value(out, y, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        images += len(x)
+        if i == steps + 2:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return images / (time.perf_counter() - t0)
+
+
+def endless(batches, generator):
+    while True:
+        yield from batches.iterate(generator)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds; medians are reported"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with train.h5 (default: the config's data_dir)"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
+    args = parser.parse_args()
+    cfg = load_config(args.overrides)
+    data_dir = Path(args.data_dir or cfg.data_dir)
+    tmp = None
+    if not (data_dir / "train.h5").exists():
+        from simulate.pipeline import run_simulation
+
+        tmp = tempfile.TemporaryDirectory()
+        data_dir = Path(tmp.name)
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            sim = compose("simulate", overrides=["n=2000", "montage=0", f"out_dir={data_dir}"])
+        print(f"no training data found; simulating 2000 galaxies into {data_dir}")
+        run_simulation(sim, progress=False)
+
+    targets = parse_targets(
+        OmegaConf.to_container(cfg.target) if OmegaConf.is_list(cfg.target) else cfg.target
+    )
+    path = split_path(data_dir, "train")
+    attrs = describe_split(path, targets)
+    scaler = LabelScaler.fit(targets, cfg.labels, read_labels(path, targets))
+    norm = fit_image_norm(path, attrs["background_rms_e_per_s"], cfg.image_norm.softening, 500)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(
+        f"model {cfg.model._target_}, batch {cfg.batch_size}, targets {targets}, "
+        f"{attrs['n_images']} training stamps of {attrs['stamp_size']} px, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    for device in devices:
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        model = build_model(
+            OmegaConf.to_container(cfg.model), 1, len(targets), attrs["stamp_size"]
+        ).to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            model = torch.compile(model)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+        name = device.type + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+        x = torch.randn(cfg.batch_size, 1, attrs["stamp_size"], attrs["stamp_size"], device=device)
+        y = torch.randn(cfg.batch_size, len(targets), device=device)
+        memory = make_batches(
+            path,
+            attrs,
+            norm,
+            scaler,
+            cfg.batch_size,
+            device,
+            OmegaConf.create({"max_memory_gb": 1e6, "num_workers": 0}),
+        )
+        stream = make_batches(
+            path,
+            attrs,
+            norm,
+            scaler,
+            cfg.batch_size,
+            device,
+            OmegaConf.create({"max_memory_gb": 0, "num_workers": cfg.data.num_workers}),
+        )
+        batch = (x, y)
+        sources = {"synthetic": None, "memory": memory, "stream": stream}
+        # Alternate the three sources over several rounds so drifts of the machine hit all alike.
+        rates = {key: [] for key in sources}
+        for _ in range(args.rounds):
+            for key, batches in sources.items():
+                it = (
+                    iter(lambda b=batch: b, None)
+                    if batches is None
+                    else endless(batches, generator)
+                )
+                augment = cfg.augment and batches is not None
+                rates[key].append(
+                    time_steps(model, optimizer, it, args.steps, cfg, device, augment, generator)
+                )
+        synthetic, in_memory, streamed = (
+            float(np.median(rates[k])) for k in ("synthetic", "memory", "stream")
+        )
+        print(f"{name}:")
+        print(f"  synthetic batch on device : {synthetic:9.1f} images/s")
+        print(
+            f"  in-memory split + augment : {in_memory:9.1f} images/s  "
+            f"(pipeline share of step time {1 - in_memory / synthetic:+.1%}; target < 10%)"
+        )
+        print(
+            f"  streamed from HDF5        : {streamed:9.1f} images/s  "
+            f"(pipeline share {1 - streamed / synthetic:+.1%}; {cfg.data.num_workers} workers)"
+        )
+        print(f"  -> one epoch of 40,000 stamps: {40000 / in_memory / 60:.1f} min in memory")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
