@@ -38,3 +38,60 @@ def summarize(errors: np.ndarray) -> dict[str, float]:
 def label_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, dict]:
     """``summarize`` of the SPEC error for every label in ``pred``."""
     return {name: summarize(spec_error(name, pred[name], true[name])) for name in pred}
+
+
+def binned(errors: np.ndarray, values: np.ndarray, edges) -> list[dict]:
+    """``summarize`` of ``errors`` in bins of ``values`` with the given edges (lo <= v < hi)."""
+    edges = np.asarray(edges, dtype=float)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (values >= lo) & (values < hi)
+        rows.append({"lo": float(lo), "hi": float(hi), **summarize(errors[inside])})
+    return rows
+
+
+def report(pred: dict, true: dict, mag: np.ndarray, snr: np.ndarray, mag_bins, snr_bins) -> dict:
+    """Overall and binned (true magnitude, S/N) metrics for every predicted label."""
+    out = {}
+    for name in pred:
+        errors = spec_error(name, pred[name], true[name])
+        out[name] = {
+            "all": summarize(errors),
+            "mag_bins": binned(errors, mag, mag_bins),
+            "snr_bins": binned(errors, snr, snr_bins),
+        }
+    return out
+
+
+ERROR_DEFINITIONS = {
+    "mag": "pred - true (mag)",
+    "re": "(pred - true) / true",
+    "n": "log10(pred / true)",
+    "q": "pred - true",
+}
+
+
+def markdown(report_: dict) -> str:
+    """Markdown tables of a ``report``: one per label, rows per magnitude and S/N bin."""
+    lines = []
+    for name, parts in report_.items():
+        overall = parts["all"]
+        lines += [
+            f"### {name}: error = {ERROR_DEFINITIONS[name]}",
+            "",
+            f"All {overall['count']} galaxies: bias {overall['bias']:+.4f}, scatter {overall['scatter']:.4f}, "
+            f"outliers |e|>0.5 {100 * overall['outlier_frac']:.2f}%, |e|>5 scatters {100 * overall['outlier5_frac']:.2f}%",
+            "",
+            "| bin | N | bias | scatter | \\|e\\|>0.5 | \\|e\\|>5 scatters |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for kind, label in (("mag_bins", "mag"), ("snr_bins", "S/N")):
+            for row in parts[kind]:
+                if row["count"] == 0:
+                    continue
+                lines.append(
+                    f"| {row['lo']:g} <= {label} < {row['hi']:g} | {row['count']} | {row['bias']:+.4f} | "
+                    f"{row['scatter']:.4f} | {100 * row['outlier_frac']:.2f}% | {100 * row['outlier5_frac']:.2f}% |"
+                )
+        lines.append("")
+    return "\n".join(lines)

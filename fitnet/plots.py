@@ -31,3 +31,94 @@ def plot_history(history: list[dict], png: Path) -> Path | None:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return png
+
+
+LOG_AXIS = {"re": True, "n": True, "mag": False, "q": False}
+AXIS_LABEL = {"mag": "mag (AB)", "n": "Sersic n", "re": "re (arcsec, semi-major)", "q": "q = b/a"}
+
+
+def running_percentiles(x, y, edges):
+    """Centres, median, 16th and 84th percentiles of y in bins of x (NaN where a bin is empty)."""
+    import numpy as np
+
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    stats = np.full((3, len(centres)), np.nan)
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        inside = (x >= lo) & (x < hi)
+        if inside.sum() >= 5:
+            stats[:, k] = np.percentile(y[inside], [50, 16, 84])
+    return centres, stats
+
+
+def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title=""):
+    """Two panels: predicted vs true (2-D density) and error vs true magnitude with bands."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    log_axis = LOG_AXIS[name]
+    lo, hi = np.nanpercentile(np.concatenate([true, pred]), [0.2, 99.8])
+    bins = np.geomspace(lo, hi, 80) if log_axis else np.linspace(lo, hi, 80)
+    left.hist2d(true, pred, bins=[bins, bins], norm=LogNorm(), cmap="viridis")
+    left.plot([lo, hi], [lo, hi], "r-", lw=1)
+    if log_axis:
+        left.set_xscale("log")
+        left.set_yscale("log")
+    left.set_xlabel(f"true {AXIS_LABEL[name]}")
+    left.set_ylabel(f"predicted {AXIS_LABEL[name]}")
+    left.set_title(f"{name}: predicted vs true (density)")
+    elo, ehi = np.nanpercentile(errors, [0.5, 99.5])
+    span = max(abs(elo), abs(ehi))
+    mag_bins = np.linspace(mag_edges[0], mag_edges[-1], 60)
+    right.hist2d(
+        mag_true,
+        errors,
+        bins=[mag_bins, np.linspace(-span, span, 60)],
+        norm=LogNorm(),
+        cmap="Greys",
+    )
+    centres, (med, p16, p84) = running_percentiles(
+        mag_true, errors, np.asarray(mag_edges, dtype=float)
+    )
+    right.fill_between(centres, p16, p84, color="tab:orange", alpha=0.35, label="16-84%")
+    right.plot(centres, med, "o-", color="tab:red", label="running median")
+    right.axhline(0, color="k", lw=0.8)
+    right.set_xlabel("true mag (AB)")
+    from .metrics import ERROR_DEFINITIONS
+
+    right.set_ylabel(f"{name} error: {ERROR_DEFINITIONS[name]}")
+    right.set_title(f"{name}: error vs true magnitude")
+    right.legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return png
+
+
+def plot_gallery(images, captions, rms, png, title=""):
+    """Grid of stamps (arcsinh stretch in units of the background rms) with captions."""
+    import math
+
+    import numpy as np
+
+    count = len(images)
+    cols = min(6, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.7 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < count:
+            ax.imshow(
+                np.arcsinh(images[k] / rms), origin="lower", cmap="gray_r", interpolation="nearest"
+            )
+            ax.set_title(captions[k], fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return png

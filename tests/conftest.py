@@ -73,3 +73,13 @@ def train_config(tiny_data, tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_data, tmp_path_factory):
+    """A checkpoint trained for one epoch on the tiny data set (all four targets)."""
+    from fitnet.training import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(compose_config("train", [*TINY_TRAIN, f"data_dir={tiny_data}", f"output_dir={out}"]), out)
+    return out / "best.pt"

@@ -1,0 +1,156 @@
+"""``run_evaluate(cfg, output_dir)``: the plain function behind ``python -m fitnet.evaluate``.
+
+Writes into ``output_dir``: ``metrics.json`` and ``metrics.md`` (SPEC section 7, overall and
+in bins of true magnitude and S/N), ``predictions.csv`` (every galaxy with its true and
+predicted labels), ``residuals_<label>.png``, ``gallery.png`` and the training loss curves
+carried by the checkpoint(s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .data import DataError, describe_split, read_labels
+from .inputs import StampMaker, iter_stamps
+from .labels import spec_error
+from .metrics import markdown, report
+from .plots import plot_gallery, plot_history, plot_residuals
+from .predicting import as_list
+from .prediction import Predictor, predict_table, write_table
+from .training import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def default_data(predictor: Predictor) -> Path:
+    """``test.h5`` in the data folder the (first) checkpoint was trained on."""
+    data_dir = OmegaConf.create(predictor.payload["config"]).get("data_dir")
+    path = Path(str(data_dir)) / "test.h5"
+    if not path.exists():
+        raise DataError(
+            f"the checkpoint's test split {path} does not exist; pass data=PATH to a SPEC HDF5 file"
+        )
+    return path
+
+
+def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Evaluate the checkpoint(s) on a SPEC HDF5 file with true labels; return the metrics."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(as_list(cfg.ckpt), resolve_device(cfg.device))
+    data = Path(cfg.data) if cfg.data else default_data(predictor)
+    attrs = describe_split(data, predictor.labels)
+    with h5py.File(data, "r") as f:
+        extra = [name for name in ("mag", "snr") if f"params/{name}" in f]
+    if "mag" not in extra:
+        raise DataError(
+            f"{data} has no /params/mag: the true magnitude is needed for the magnitude bins"
+        )
+    true = read_labels(data, sorted(set(predictor.labels) | set(extra)))
+    maker = StampMaker(predictor.image_size, predictor.noise_rms)
+    stamps = iter_stamps(data, maker, predictor.pixel_scale)
+    with tqdm(
+        total=attrs["n_images"], unit="img", desc="evaluate", disable=not cfg.progress
+    ) as bar:
+        table = predict_table(predictor, stamps, cfg.batch_size, progress=bar.update)
+    good = np.asarray(table["flag"]) == 0
+    if not good.any():
+        raise DataError(f"every image of {data} was flagged; see the warnings above")
+    pred = {name: np.asarray(table[name])[good] for name in predictor.labels}
+    truth = {name: true[name][good] for name in predictor.labels}
+    mag = true["mag"][good]
+    snr = true["snr"][good] if "snr" in true else np.full(good.sum(), np.nan)
+    metrics = report(pred, truth, mag, snr, list(cfg.mag_bins), list(cfg.snr_bins))
+    summary = {
+        "data": str(data),
+        "checkpoints": predictor.paths,
+        "evaluated": int(good.sum()),
+        "flagged": int((~good).sum()),
+        "labels": metrics,
+    }
+    _write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
+    header = (
+        f"# Evaluation of {', '.join(predictor.paths)}\n\non `{data}`: {good.sum()} galaxies "
+        f"({(~good).sum()} flagged). Bias = median error, scatter = half the 16-84 percentile range.\n\n"
+    )
+    _write_text(output_dir / "metrics.md", header + markdown(metrics))
+    for name in predictor.labels:
+        table[f"true_{name}"] = true[name]
+    write_table(table, output_dir / "predictions.csv")
+
+    for name in predictor.labels:
+        errors = spec_error(name, pred[name], truth[name])
+        edges = np.arange(cfg.mag_bins[0], cfg.mag_bins[-1] + 1e-9, cfg.running_bin_width)
+        plot_residuals(
+            name,
+            truth[name],
+            pred[name],
+            errors,
+            mag,
+            edges,
+            output_dir / f"residuals_{name}.png",
+            title=f"{data.name}: {good.sum()} galaxies",
+        )
+    _gallery(cfg, data, table, predictor, true, output_dir)
+    for k, payload in enumerate(predictor.payloads):
+        suffix = "" if len(predictor.payloads) == 1 else f"_{k}"
+        plot_history(payload.get("history", []), output_dir / f"loss_curve{suffix}.png")
+    log.info("evaluated %d galaxies of %s; wrote %s", good.sum(), data, output_dir)
+    for name, parts in metrics.items():
+        m = parts["all"]
+        log.info(
+            "  %-3s bias %+.4f scatter %.4f outliers %.2f%%",
+            name,
+            m["bias"],
+            m["scatter"],
+            100 * m["outlier_frac"],
+        )
+    return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _gallery(cfg, data: Path, table, predictor: Predictor, true: dict, output_dir: Path) -> None:
+    """Half worst cases (largest error in units of each label's scatter), half random."""
+    if cfg.gallery <= 0:
+        return
+    good = np.flatnonzero(np.asarray(table["flag"]) == 0)
+    score = np.zeros(len(good))
+    for name in predictor.labels:
+        errors = spec_error(name, np.asarray(table[name])[good], true[name][good])
+        scatter = 0.5 * np.subtract(*np.percentile(errors, [84, 16])) or 1.0
+        score = np.maximum(score, np.abs(errors) / scatter)
+    worst = good[np.argsort(score)[::-1][: cfg.gallery // 2]]
+    rng = np.random.default_rng(cfg.seed)
+    rest = np.setdiff1d(good, worst)
+    random = rng.choice(rest, size=min(len(rest), cfg.gallery - len(worst)), replace=False)
+    picks = np.concatenate([worst, np.sort(random)])
+    with h5py.File(data, "r") as f:
+        order = np.argsort(picks)
+        images = np.empty((len(picks),) + f["images"].shape[1:], dtype=np.float32)
+        images[order] = f["images"][np.sort(picks)]
+    captions = []
+    for k, i in enumerate(picks):
+        kind = "worst" if k < len(worst) else "random"
+        t = " ".join(f"{n}={true[n][i]:.3g}" for n in predictor.labels)
+        p = " ".join(f"{n}={table[n][i]:.3g}" for n in predictor.labels)
+        captions.append(f"#{i} ({kind})\ntrue {t}\npred {p}")
+    plot_gallery(
+        images,
+        captions,
+        predictor.noise_rms,
+        output_dir / "gallery.png",
+        title=f"{data.name}: {len(worst)} worst cases, then random galaxies",
+    )

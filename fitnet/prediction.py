@@ -1,0 +1,177 @@
+"""Applying trained checkpoints to stamps, and writing catalogues (CSV, FITS) with astropy."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from . import checkpoint
+from .inputs import Stamp
+from .labels import TARGETS
+from .training import split_output
+
+TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
+UNITS = {"mag": "mag", "n": "", "re": "arcsec", "q": ""}
+
+
+class Predictor:
+    """One checkpoint, or several single- or multi-target checkpoints combined.
+
+    Every label must come from exactly one checkpoint; all must expect the same stamp size and
+    have been trained on the same pixel scale.
+    """
+
+    def __init__(self, ckpts: str | Path | Iterable[str | Path], device: torch.device):
+        paths = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
+        if not paths:
+            raise checkpoint.CheckpointError(
+                "no checkpoint given: pass ckpt=PATH or ckpt=[PATH,PATH]"
+            )
+        self.device = device
+        self.members = []  # (model, scaler, norm, loss, path)
+        self.payloads: list[dict] = []  # the checkpoint dicts (history, config, instrument)
+        self.labels: list[str] = []
+        self.has_sigma: dict[str, bool] = {}
+        for path in paths:
+            model, scaler, norm, payload = checkpoint.load_model(path, device)
+            for name in scaler.names:
+                if name in self.labels:
+                    raise checkpoint.CheckpointError(
+                        f"label {name!r} is predicted by two checkpoints (second: {path})"
+                    )
+                self.labels.append(name)
+                self.has_sigma[name] = payload["loss"] == "gaussian_nll"
+            self.members.append((model, scaler, norm, payload["loss"], str(path)))
+            self.payloads.append(payload)
+            if len(self.members) == 1:
+                self.payload = payload
+                self.image_size = payload["model"]["image_size"]
+                self.instrument = payload["instrument"]
+            else:
+                if payload["model"]["image_size"] != self.image_size:
+                    raise checkpoint.CheckpointError(
+                        f"{path} expects {payload['model']['image_size']} px stamps, {paths[0]} {self.image_size}"
+                    )
+                scale = payload["instrument"].get("pixel_scale_arcsec")
+                if scale != self.instrument.get("pixel_scale_arcsec"):
+                    raise checkpoint.CheckpointError(
+                        f"{path} was trained at {scale} arcsec/pixel, {paths[0]} at "
+                        f"{self.instrument.get('pixel_scale_arcsec')}"
+                    )
+        self.labels = [name for name in TARGETS if name in self.labels]  # SPEC order
+        self.paths = [str(p) for p in paths]
+
+    @property
+    def pixel_scale(self) -> float:
+        return float(self.instrument["pixel_scale_arcsec"])
+
+    @property
+    def noise_rms(self) -> float:
+        return float(self.instrument["background_rms_e_per_s"])
+
+    def predict(self, images: np.ndarray) -> tuple[dict, dict]:
+        """Values and sigmas (where the model gives them) per label for a batch (B, S, S) in e-/s."""
+        values, sigmas = {}, {}
+        with torch.no_grad():
+            x_raw = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(
+                self.device
+            )[:, None]
+            for model, scaler, norm, loss, _ in self.members:
+                out = model(norm(x_raw)).float()
+                mu, log_sigma = split_output(out, loss)
+                sigma_z = None if log_sigma is None else log_sigma.exp().cpu().numpy()
+                pred, sigma = scaler.decode(mu.cpu().numpy(), sigma_z)
+                for j, name in enumerate(scaler.names):
+                    values[name] = pred[:, j]
+                    if sigma is not None:
+                        sigmas[name] = sigma[:, j]
+        return values, sigmas
+
+    def columns(self) -> list[str]:
+        cols = []
+        for name in self.labels:
+            cols.append(name)
+            if self.has_sigma[name]:
+                cols.append(f"{name}_err")
+        return cols
+
+
+def batched(stamps: Iterable[Stamp], batch_size: int) -> Iterator[list[Stamp]]:
+    batch = []
+    for stamp in stamps:
+        batch.append(stamp)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_table(
+    predictor: Predictor, stamps: Iterable[Stamp], batch_size: int, progress=None
+) -> Table:
+    """Catalogue with one row per stamp, in order: ``row, source, flag, problem`` and the labels.
+
+    Flagged rows have NaN values. ``progress`` (optional) is called with the number of rows done.
+    """
+    rows, sources, flags, problems = [], [], [], []
+    columns = predictor.columns()
+    values = {c: [] for c in columns}
+    for batch in batched(stamps, batch_size):
+        good = [k for k, s in enumerate(batch) if s.flag == 0]
+        out = np.full((len(batch), len(columns)), np.nan)
+        if good:
+            pred, sigma = predictor.predict(np.stack([batch[k].image for k in good]))
+            for c, col in enumerate(columns):
+                source = sigma[col[:-4]] if col.endswith("_err") else pred[col]
+                out[good, c] = source
+        for stamp in batch:
+            rows.append(len(rows))
+            sources.append(stamp.source)
+            flags.append(stamp.flag)
+            problems.append(stamp.problem)
+        for c, col in enumerate(columns):
+            values[col].append(out[:, c])
+        if progress is not None:
+            progress(len(batch))
+    table = Table()
+    table["row"] = np.array(rows, dtype=np.int64)
+    table["source"] = np.array(sources, dtype=str) if sources else np.array([], dtype=str)
+    for col in columns:
+        data = np.concatenate(values[col]) if values[col] else np.array([])
+        table[col] = data
+        table[col].unit = UNITS[col.removesuffix("_err")] or None
+        table[col].description = (
+            f"1-sigma uncertainty of {col[:-4]}"
+            if col.endswith("_err")
+            else f"predicted {col} ({TARGETS[col]})"
+        )
+    table["flag"] = np.array(flags, dtype=np.int32)
+    table["problem"] = np.array(problems, dtype=str) if problems else np.array([], dtype=str)
+    table.meta["checkpoints"] = ",".join(predictor.paths)
+    table.meta["pixel_scale_arcsec"] = predictor.pixel_scale
+    table.meta["zero_point_mag"] = predictor.instrument.get("zero_point_mag")
+    return table
+
+
+def write_table(table: Table, path: str | Path) -> Path:
+    """Write ``table`` as CSV/ECSV/FITS by the file suffix, under a temporary name then renamed."""
+    path = Path(path)
+    fmt = TABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"output {path}: unknown table format; use one of {', '.join(TABLE_FORMATS)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial" + path.suffix)
+    out = table.copy(copy_data=False)
+    if fmt == "fits":  # FITS headers hold short ASCII values only
+        out.meta = {k.upper()[:8]: str(v)[:68] for k, v in table.meta.items()}
+    out.write(tmp, format=fmt, overwrite=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,93 @@
+"""Evaluation: files, finite metrics, and the metric code on a perfect predictor."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import compose_config
+
+from fitnet.evaluation import run_evaluate
+from fitnet.metrics import binned, report, summarize
+
+
+def evaluate_config(*overrides):
+    return compose_config(
+        "evaluate", ["device=cpu", "progress=false", "gallery=4", "batch_size=16", *overrides]
+    )
+
+
+def test_evaluate_writes_metrics_tables_and_plots(tiny_ckpt, tiny_data, tmp_path):
+    summary = run_evaluate(
+        evaluate_config(f"ckpt={tiny_ckpt}", f"data={tiny_data / 'test.h5'}"), tmp_path
+    )
+    for name in ("metrics.json", "metrics.md", "predictions.csv", "gallery.png", "loss_curve.png"):
+        assert (tmp_path / name).exists(), name
+    for label in ("mag", "n", "re", "q"):
+        assert (tmp_path / f"residuals_{label}.png").exists()
+        overall = summary["labels"][label]["all"]
+        assert overall["count"] == 4
+        assert math.isfinite(overall["bias"]) and math.isfinite(overall["scatter"])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["evaluated"] == 4 and "mag_bins" in saved["labels"]["re"]
+    assert "| bin | N | bias | scatter |" in (tmp_path / "metrics.md").read_text()
+
+
+def test_default_data_is_the_training_test_split(tiny_ckpt, tmp_path):
+    summary = run_evaluate(evaluate_config(f"ckpt={tiny_ckpt}"), tmp_path)
+    assert summary["data"].endswith("test.h5")
+
+
+def test_perfect_predictor_has_zero_bias_and_scatter():
+    rng = np.random.default_rng(0)
+    true = {
+        "mag": rng.uniform(18, 25, 500),
+        "n": rng.uniform(0.3, 6, 500),
+        "re": rng.uniform(0.06, 2, 500),
+        "q": rng.uniform(0.1, 1, 500),
+    }
+    out = report(
+        true, true, true["mag"], rng.uniform(1, 1000, 500), [18, 20, 22, 25], [0, 100, 2000]
+    )
+    for label in true:
+        for row in [out[label]["all"], *out[label]["mag_bins"], *out[label]["snr_bins"]]:
+            assert row["bias"] == 0 and row["scatter"] == 0 and row["outlier_frac"] == 0
+
+
+def test_metric_definitions():
+    errors = np.array([-1.0, 0.0, 0.1, 0.2, 3.0])
+    m = summarize(errors)
+    assert m["bias"] == pytest.approx(0.1)
+    assert m["scatter"] == pytest.approx(
+        0.5 * (np.percentile(errors, 84) - np.percentile(errors, 16))
+    )
+    assert m["outlier_frac"] == pytest.approx(0.4)
+    rows = binned(errors, np.array([18.5, 18.5, 19.5, 19.5, 30.0]), [18, 19, 20])
+    assert [r["count"] for r in rows] == [2, 2]
+
+
+def test_combined_single_target_checkpoints(train_config, tiny_data, tmp_path):
+    from fitnet.training import train
+
+    train(train_config("target=re"), tmp_path / "re")
+    train(train_config("target=[mag,q]"), tmp_path / "magq")
+    cfg = evaluate_config(f"ckpt=[{tmp_path / 're' / 'best.pt'},{tmp_path / 'magq' / 'best.pt'}]")
+    summary = run_evaluate(cfg, tmp_path / "eval")
+    assert sorted(summary["labels"]) == ["mag", "q", "re"]
+    assert (tmp_path / "eval" / "loss_curve_1.png").exists()
+
+
+def test_command_line(tiny_ckpt, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fitnet.evaluate", f"ckpt={tiny_ckpt}", "device=cpu", "gallery=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "outputs").glob("evaluate/*/*/metrics.md"))

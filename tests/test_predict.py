@@ -1,0 +1,220 @@
+"""Prediction on HDF5, FITS and folders of FITS: order, flags, pixel-scale checks, formats."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from conftest import compose_config
+
+from fitnet.checkpoint import CheckpointError
+from fitnet.inputs import (
+    FLAG_NONFINITE,
+    FLAG_NOT_2D,
+    FLAG_PIXEL_SCALE,
+    FLAG_UNREADABLE,
+    InputError,
+    fits_pixel_scale,
+)
+from fitnet.predicting import run_predict
+from fitnet.prediction import Predictor
+
+
+def predict_config(*overrides):
+    return compose_config("predict", ["device=cpu", "progress=false", "batch_size=3", *overrides])
+
+
+def cutout(path, data, scale=0.06, keyword="PIXSCALE"):
+    header = fits.Header()
+    if scale is not None:
+        header[keyword] = scale
+    fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header).writeto(path)
+
+
+@pytest.fixture
+def test_images(tiny_data):
+    with h5py.File(tiny_data / "test.h5") as f:
+        return f["images"][:]
+
+
+def test_hdf5_rows_in_input_order_and_both_formats(tiny_ckpt, tiny_data, test_images, tmp_path):
+    out_csv, out_fits = tmp_path / "cat.csv", tmp_path / "cat.fits"
+    table = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tiny_data / 'test.h5'}", f"output=[{out_csv},{out_fits}]"
+        )
+    )
+    assert list(table["row"]) == list(range(len(test_images)))
+    assert list(table["source"]) == [f"test.h5[{i}]" for i in range(len(test_images))]
+    for path in (out_csv, out_fits):
+        read = Table.read(path)
+        assert {"row", "source", "mag", "n", "re", "q", "flag"} <= set(read.colnames)
+        assert len(read) == len(test_images) and np.all(read["flag"] == 0)
+    # row order: each row equals the prediction of that image alone
+    predictor = Predictor(tiny_ckpt, device=__import__("torch").device("cpu"))
+    single, _ = predictor.predict(test_images[2:3])
+    assert table["re"][2] == pytest.approx(single["re"][0], rel=1e-5)
+
+
+def test_folder_of_fits_with_bad_cutouts(tiny_ckpt, test_images, tmp_path):
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    cutout(folder / "a_good.fits", test_images[0])
+    cutout(folder / "b_bigger.fits", np.pad(test_images[1], 20))  # another size: cropped
+    cutout(folder / "c_smaller.fits", test_images[2][10:50, 10:50])  # padded with noise
+    with_nan = test_images[3].copy()
+    with_nan[5, 5] = np.nan
+    cutout(folder / "d_nan.fits", with_nan)
+    cutout(folder / "e_cube.fits", np.zeros((2, 8, 8)))
+    (folder / "f_broken.fits").write_text("not a fits file")
+    cutout(folder / "g_other_scale.fits", test_images[0], scale=0.13)
+    table = run_predict(
+        predict_config(f"ckpt={tiny_ckpt}", f"input={folder}", f"output={tmp_path / 'cat.csv'}")
+    )
+    assert list(table["source"]) == [
+        "a_good.fits",
+        "b_bigger.fits",
+        "c_smaller.fits",
+        "d_nan.fits",
+        "e_cube.fits",
+        "f_broken.fits",
+        "g_other_scale.fits",
+    ]
+    assert list(table["flag"]) == [
+        0,
+        0,
+        0,
+        FLAG_NONFINITE,
+        FLAG_NOT_2D,
+        FLAG_UNREADABLE,
+        FLAG_PIXEL_SCALE,
+    ]
+    assert np.isfinite(table["re"][:3]).all() and np.isnan(table["re"][3:]).all()
+    assert "d_nan.fits" in table["problem"][3] and "NaN" in table["problem"][3]
+    # a cutout padded by 20 pixels of zeros is cropped back to the same stamp
+    ref = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={folder / 'a_good.fits'}", f"output={tmp_path / 'one.csv'}"
+        )
+    )
+    assert ref["re"][0] == pytest.approx(table["re"][0])
+
+
+def test_single_fits_pixel_scale_mismatch_is_an_error(tiny_ckpt, test_images, tmp_path):
+    cutout(tmp_path / "x.fits", test_images[0], scale=0.1)
+    cfg = predict_config(
+        f"ckpt={tiny_ckpt}", f"input={tmp_path / 'x.fits'}", f"output={tmp_path / 'c.csv'}"
+    )
+    with pytest.raises(
+        InputError, match=r"x\.fits: pixel scale 0\.1 arcsec/pixel differs from the model's 0\.06"
+    ):
+        run_predict(cfg)
+    table = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}",
+            f"input={tmp_path / 'x.fits'}",
+            f"output={tmp_path / 'c.csv'}",
+            "allow_pixel_scale_mismatch=true",
+        )
+    )
+    assert table["flag"][0] == 0
+
+
+def test_single_fits_with_nan_is_an_error(tiny_ckpt, test_images, tmp_path):
+    data = test_images[0].copy()
+    data[0, 0] = np.inf
+    cutout(tmp_path / "bad.fits", data)
+    with pytest.raises(InputError, match=r"bad\.fits.*1 NaN or infinite pixels"):
+        run_predict(
+            predict_config(
+                f"ckpt={tiny_ckpt}",
+                f"input={tmp_path / 'bad.fits'}",
+                f"output={tmp_path / 'c.csv'}",
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p.write_bytes(b""), r"empty\.fits is not a readable FITS file"),
+        (lambda p: fits.PrimaryHDU().writeto(p), r"empty\.fits holds no image data"),
+    ],
+)
+def test_empty_fits_is_an_error(tiny_ckpt, tmp_path, make, match):
+    make(tmp_path / "empty.fits")
+    with pytest.raises(InputError, match=match):
+        run_predict(
+            predict_config(
+                f"ckpt={tiny_ckpt}",
+                f"input={tmp_path / 'empty.fits'}",
+                f"output={tmp_path / 'c.csv'}",
+            )
+        )
+
+
+def test_not_a_checkpoint(tmp_path, tiny_data):
+    (tmp_path / "model.pt").write_bytes(b"\x00\x01")
+    with pytest.raises(CheckpointError, match=r"model\.pt is not a readable PyTorch checkpoint"):
+        run_predict(
+            predict_config(
+                f"ckpt={tmp_path / 'model.pt'}",
+                f"input={tiny_data / 'test.h5'}",
+                f"output={tmp_path / 'c.csv'}",
+            )
+        )
+
+
+def test_unknown_output_format(tiny_ckpt, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"cat\.xlsx: unknown table format"):
+        run_predict(
+            predict_config(
+                f"ckpt={tiny_ckpt}",
+                f"input={tiny_data / 'test.h5'}",
+                f"output={tmp_path / 'cat.xlsx'}",
+            )
+        )
+
+
+def test_pixel_scale_from_wcs():
+    header = fits.Header(
+        {
+            "NAXIS": 2,
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CD1_1": -0.06 / 3600,
+            "CD1_2": 0.0,
+            "CD2_1": 0.0,
+            "CD2_2": 0.06 / 3600,
+            "CUNIT1": "deg",
+            "CUNIT2": "deg",
+        }
+    )
+    assert fits_pixel_scale(header) == pytest.approx(0.06)
+    assert fits_pixel_scale(fits.Header({"SECPIX": 0.1})) == pytest.approx(0.1)
+    assert fits_pixel_scale(fits.Header()) is None
+
+
+def test_command_line(tiny_ckpt, tiny_data, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fitnet.predict",
+            f"ckpt={tiny_ckpt}",
+            f"input={tiny_data / 'val.h5'}",
+            "output=cat.fits",
+            "device=cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(Table.read(tmp_path / "cat.fits")) == 4
