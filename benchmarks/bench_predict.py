@@ -92,26 +92,32 @@ def main():
         "--predict", type=int, default=2000, help="stamps for the prediction timing"
     )
     parser.add_argument("--fit", type=int, default=20, help="stamps fitted with pyimfit")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="images per batch (default: conf/predict.yaml)"
+    )
     args = parser.parse_args()
     data = Path(args.data)
     with h5py.File(data) as f:
         available = len(f["images"])
     count = min(args.predict, available)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        batch = compose("predict", overrides=["ckpt=x", "input=x", "output=x"]).batch_size
+    if args.batch:
+        batch = OmegaConf.create({"cpu": args.batch, "cuda": args.batch})
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.ckpt) if args.ckpt else untrained_checkpoint(data, Path(tmp))
         threads = torch.get_num_threads()
         rates = {
             f"cpu, {threads} threads": predict_rate(
-                ckpt, data, count, torch.device("cpu"), args.batch
+                ckpt, data, count, torch.device("cpu"), batch.cpu
             )
         }
         torch.set_num_threads(1)
-        rates["cpu, 1 thread"] = predict_rate(ckpt, data, count, torch.device("cpu"), args.batch)
+        rates["cpu, 1 thread"] = predict_rate(ckpt, data, count, torch.device("cpu"), batch.cpu)
         torch.set_num_threads(threads)
         if torch.cuda.is_available():
             rates[f"cuda ({torch.cuda.get_device_name()})"] = predict_rate(
-                ckpt, data, count, torch.device("cuda"), args.batch
+                ckpt, data, count, torch.device("cuda"), batch.cuda
             )
         instrument = Predictor(ckpt, torch.device("cpu")).instrument
     print(

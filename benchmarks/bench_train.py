@@ -46,7 +46,7 @@ def load_config(overrides):
 
 def time_steps(model, optimizer, batch_iter, steps, cfg, device, augment, generator) -> float:
     """Images per second over ``steps`` optimisation steps (after 3 warm-up steps)."""
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = cfg.channels_last
     images, t0 = 0, None
     for i, (x, y) in enumerate(batch_iter):
         if i == 3:
@@ -121,7 +121,7 @@ def main():
         model = build_model(
             OmegaConf.to_container(cfg.model), 1, len(targets), attrs["stamp_size"]
         ).to(device)
-        if cfg.channels_last and device.type == "cuda":
+        if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.compile:
             model = torch.compile(model)

@@ -49,7 +49,8 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     data = Path(cfg.data) if cfg.data else default_data(predictor)
     attrs = describe_split(data, predictor.labels)
     with h5py.File(data, "r") as f:
-        extra = [name for name in ("mag", "snr") if f"params/{name}" in f]
+        crb_names = [f"crb_{name}" for name in predictor.labels if f"params/crb_{name}" in f]
+        extra = [name for name in ("mag", "snr") if f"params/{name}" in f] + crb_names
     if "mag" not in extra:
         raise DataError(
             f"{data} has no /params/mag: the true magnitude is needed for the magnitude bins"
@@ -60,7 +61,9 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     with tqdm(
         total=attrs["n_images"], unit="img", desc="evaluate", disable=not cfg.progress
     ) as bar:
-        table = predict_table(predictor, stamps, cfg.batch_size, progress=bar.update)
+        table = predict_table(
+            predictor, stamps, cfg.batch_size[predictor.device.type], progress=bar.update
+        )
     good = np.asarray(table["flag"]) == 0
     if not good.any():
         raise DataError(f"every image of {data} was flagged; see the warnings above")
@@ -68,7 +71,14 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     truth = {name: true[name][good] for name in predictor.labels}
     mag = true["mag"][good]
     snr = true["snr"][good] if "snr" in true else np.full(good.sum(), np.nan)
-    metrics = report(pred, truth, mag, snr, list(cfg.mag_bins), list(cfg.snr_bins))
+    sigma = {
+        n: np.asarray(table[f"{n}_err"])[good] for n in predictor.labels if predictor.has_sigma[n]
+    }
+    crb = {n: true[f"crb_{n}"][good] for n in predictor.labels if f"crb_{n}" in true} or None
+    bins = (list(cfg.mag_bins), list(cfg.snr_bins))
+    metrics = report(
+        pred, truth, mag, snr, *bins, sigma=sigma or None, transforms=predictor.transforms, crb=crb
+    )
     summary = {
         "data": str(data),
         "checkpoints": predictor.paths,
@@ -76,12 +86,24 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
         "flagged": int((~good).sum()),
         "labels": metrics,
     }
+    fitter = _compare_baseline(cfg, table, good, true, predictor, bins) if cfg.baseline else None
+    if fitter:
+        summary["baseline"] = {k: v for k, v in fitter.items() if k not in ("rows", "values")}
     _write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
     header = (
         f"# Evaluation of {', '.join(predictor.paths)}\n\non `{data}`: {good.sum()} galaxies "
         f"({(~good).sum()} flagged). Bias = median error, scatter = half the 16-84 percentile range.\n\n"
     )
-    _write_text(output_dir / "metrics.md", header + markdown(metrics))
+    text = header + markdown(metrics)
+    if fitter:
+        text += (
+            f"\n## Side by side with the fitter on the {fitter['fitted']} galaxies it fitted\n\n"
+            f"{fitter['catalogue']}: {fitter['failed']} fits did not converge "
+            f"({100 * fitter['failure_rate']:.1f}%), {fitter['seconds_per_fit']:.2f} s per fit on one core.\n\n"
+            + markdown(fitter["network"], title="network, ")
+            + markdown(fitter["fitter"], title="pyimfit, ")
+        )
+    _write_text(output_dir / "metrics.md", text)
     for name in predictor.labels:
         table[f"true_{name}"] = true[name]
     write_table(table, output_dir / "predictions.csv")
@@ -114,6 +136,40 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
             100 * m["outlier_frac"],
         )
     return summary
+
+
+def _compare_baseline(cfg, table, good, true, predictor: Predictor, bins) -> dict:
+    """Metrics of network and fitter on the galaxies the fitter fitted (converged or not)."""
+    from astropy.table import Table
+
+    fits = Table.read(cfg.baseline)
+    rows = np.asarray(fits["row"], dtype=int)
+    if rows.max(initial=-1) >= len(table):
+        raise DataError(
+            f"baseline {cfg.baseline} has rows beyond the {len(table)} images of the data"
+        )
+    usable = good[rows] & np.all(
+        [np.isfinite(np.asarray(fits[n], dtype=float)) for n in predictor.labels], axis=0
+    )
+    rows, fits = rows[usable], fits[usable]
+    mag, snr = true["mag"][rows], true.get("snr", np.full(len(true["mag"]), np.nan))[rows]
+    truth = {n: true[n][rows] for n in predictor.labels}
+    values = {n: np.asarray(fits[n], dtype=float) for n in predictor.labels}
+    network = {n: np.asarray(table[n], dtype=float)[rows] for n in predictor.labels}
+    failed = int((np.asarray(fits["flag"]) != 0).sum())
+    return {
+        "catalogue": str(cfg.baseline),
+        "fitted": int(len(rows)),
+        "failed": failed,
+        "failure_rate": failed / max(len(rows), 1),
+        "seconds_per_fit": float(np.mean(fits["seconds"]))
+        if "seconds" in fits.colnames
+        else float("nan"),
+        "network": report(network, truth, mag, snr, *bins),
+        "fitter": report(values, truth, mag, snr, *bins),
+        "rows": rows,
+        "values": values,
+    }
 
 
 def _write_text(path: Path, text: str) -> None:

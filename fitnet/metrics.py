@@ -42,23 +42,78 @@ def label_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> d
 
 def binned(errors: np.ndarray, values: np.ndarray, edges) -> list[dict]:
     """``summarize`` of ``errors`` in bins of ``values`` with the given edges (lo <= v < hi)."""
+    return [
+        {"lo": lo, "hi": hi, **summarize(errors[inside])} for lo, hi, inside in _bins(values, edges)
+    ]
+
+
+COVERAGE = {"cover68": 1.0, "cover95": 1.959964}  # |z| limits of the 68% and 95% intervals
+
+
+def standard_scores(name: str, pred, true, sigma, transform: str) -> np.ndarray:
+    """(f(pred) - f(true)) / sigma_f, with f the label transform the network was trained in.
+
+    For ``log`` labels the physical sigma is ``pred * sigma_ln`` (first order), so
+    ``sigma_ln = sigma / pred``.
+    """
+    pred, true, sigma = (np.asarray(a, dtype=float) for a in (pred, true, sigma))
+    if transform == "log":
+        return (np.log(pred) - np.log(true)) / (sigma / pred)
+    return (pred - true) / sigma
+
+
+def calibration(z: np.ndarray) -> dict[str, float]:
+    """Fraction of galaxies whose true value lies inside the predicted 68% and 95% intervals."""
+    if z.size == 0:
+        return {key: float("nan") for key in COVERAGE}
+    return {key: float(np.mean(np.abs(z) < limit)) for key, limit in COVERAGE.items()}
+
+
+def _bins(values, edges):
     edges = np.asarray(edges, dtype=float)
-    rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (values >= lo) & (values < hi)
-        rows.append({"lo": float(lo), "hi": float(hi), **summarize(errors[inside])})
-    return rows
+    return [
+        (float(lo), float(hi), (values >= lo) & (values < hi))
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+    ]
 
 
-def report(pred: dict, true: dict, mag: np.ndarray, snr: np.ndarray, mag_bins, snr_bins) -> dict:
-    """Overall and binned (true magnitude, S/N) metrics for every predicted label."""
+def report(pred, true, mag, snr, mag_bins, snr_bins, sigma=None, transforms=None, crb=None) -> dict:
+    """Overall and binned (true magnitude, S/N) metrics for every predicted label.
+
+    With ``sigma`` (predicted uncertainties per label) and ``transforms``, every bin also gets
+    ``cover68``/``cover95``; with ``crb`` (Cramer-Rao bounds per label, SPEC error units) it
+    gets ``crb_median`` and ``scatter_over_crb`` (the bin's scatter / its median bound).
+    """
     out = {}
     for name in pred:
         errors = spec_error(name, pred[name], true[name])
+        z = None
+        if sigma is not None and name in sigma:
+            z = standard_scores(name, pred[name], true[name], sigma[name], transforms[name])
+        bound = None if crb is None or name not in crb else np.asarray(crb[name], dtype=float)
+
+        def stats(inside, errors=errors, z=z, bound=bound):
+            row = summarize(errors[inside])
+            if z is not None:
+                row.update(calibration(z[inside]))
+            if bound is not None:
+                b = bound[inside]
+                b = b[np.isfinite(b)]
+                row["crb_median"] = float(np.median(b)) if b.size else float("nan")
+                row["scatter_over_crb"] = (
+                    row["scatter"] / row["crb_median"] if b.size else float("nan")
+                )
+            return row
+
+        everything = np.ones(len(errors), dtype=bool)
         out[name] = {
-            "all": summarize(errors),
-            "mag_bins": binned(errors, mag, mag_bins),
-            "snr_bins": binned(errors, snr, snr_bins),
+            "all": stats(everything),
+            "mag_bins": [
+                {"lo": lo, "hi": hi, **stats(inside)} for lo, hi, inside in _bins(mag, mag_bins)
+            ],
+            "snr_bins": [
+                {"lo": lo, "hi": hi, **stats(inside)} for lo, hi, inside in _bins(snr, snr_bins)
+            ],
         }
     return out
 
@@ -71,27 +126,54 @@ ERROR_DEFINITIONS = {
 }
 
 
-def markdown(report_: dict) -> str:
+#: Optional columns of the Markdown tables: key, header, format.
+OPTIONAL_COLUMNS = (
+    ("cover68", "in 68%", lambda v: f"{100 * v:.1f}%"),
+    ("cover95", "in 95%", lambda v: f"{100 * v:.1f}%"),
+    ("crb_median", "median CRB", lambda v: f"{v:.4f}"),
+    ("scatter_over_crb", "scatter / CRB", lambda v: f"{v:.2f}"),
+)
+
+
+def _row(row: dict, optional) -> str:
+    cells = [
+        str(row["count"]),
+        f"{row['bias']:+.4f}",
+        f"{row['scatter']:.4f}",
+        f"{100 * row['outlier_frac']:.2f}%",
+        f"{100 * row['outlier5_frac']:.2f}%",
+    ]
+    cells += [fmt(row[key]) for key, _, fmt in optional]
+    return " | ".join(cells)
+
+
+def markdown(report_: dict, title: str = "") -> str:
     """Markdown tables of a ``report``: one per label, rows per magnitude and S/N bin."""
     lines = []
     for name, parts in report_.items():
         overall = parts["all"]
+        optional = [c for c in OPTIONAL_COLUMNS if c[0] in overall]
+        head = [
+            "bin",
+            "N",
+            "bias",
+            "scatter",
+            "\\|e\\|>0.5",
+            "\\|e\\|>5 scatters",
+            *[c[1] for c in optional],
+        ]
         lines += [
-            f"### {name}: error = {ERROR_DEFINITIONS[name]}",
+            f"### {title}{name}: error = {ERROR_DEFINITIONS[name]}",
             "",
-            f"All {overall['count']} galaxies: bias {overall['bias']:+.4f}, scatter {overall['scatter']:.4f}, "
-            f"outliers |e|>0.5 {100 * overall['outlier_frac']:.2f}%, |e|>5 scatters {100 * overall['outlier5_frac']:.2f}%",
-            "",
-            "| bin | N | bias | scatter | \\|e\\|>0.5 | \\|e\\|>5 scatters |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| " + " | ".join(head) + " |",
+            "| " + " | ".join("---" for _ in head) + " |",
+            f"| all | {_row(overall, optional)} |",
         ]
         for kind, label in (("mag_bins", "mag"), ("snr_bins", "S/N")):
             for row in parts[kind]:
-                if row["count"] == 0:
-                    continue
-                lines.append(
-                    f"| {row['lo']:g} <= {label} < {row['hi']:g} | {row['count']} | {row['bias']:+.4f} | "
-                    f"{row['scatter']:.4f} | {100 * row['outlier_frac']:.2f}% | {100 * row['outlier5_frac']:.2f}% |"
-                )
+                if row["count"]:
+                    lines.append(
+                        f"| {row['lo']:g} <= {label} < {row['hi']:g} | {_row(row, optional)} |"
+                    )
         lines.append("")
     return "\n".join(lines)

@@ -31,7 +31,9 @@ def run_predict(cfg: DictConfig):
     with tqdm(
         total=count_images(cfg.input), unit="img", desc="predict", disable=not cfg.progress
     ) as bar:
-        table = predict_table(predictor, stamps, cfg.batch_size, progress=bar.update)
+        table = predict_table(
+            predictor, stamps, cfg.batch_size[predictor.device.type], progress=bar.update
+        )
     seconds = time.perf_counter() - start
     for path in outputs:
         write_table(table, path)

@@ -81,7 +81,7 @@ def evaluate(model, batches, loss: str, amp: bool):
     means, sigmas, total, count = [], [], 0.0, 0
     with torch.no_grad(), autocast(batches.device, amp):
         for x, y in batches.iterate(None):
-            out = model(x).float()
+            out = model(x.contiguous(memory_format=torch.channels_last)).float()
             total += loss_value(out, y, loss).item() * len(x)
             count += len(x)
             mu, log_sigma = split_output(out, loss)
@@ -162,7 +162,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     generator = torch.Generator().manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _instantiate(cfg.optim, model.parameters())

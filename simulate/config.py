@@ -73,6 +73,17 @@ class Splits:
 
 
 @dataclass
+class Bounds:
+    splits: list[str] = MISSING
+    mag: float = MISSING  # mag
+    n_relative: float = MISSING
+    ln_re: float = MISSING
+    q: float = MISSING
+    pa: float = MISSING  # deg
+    offset: float = MISSING  # pixel
+
+
+@dataclass
 class Paths:
     data_dir: str = MISSING
 
@@ -88,6 +99,7 @@ class SimulateConfig:
     out_dir: str = MISSING
     workers: int = MISSING
     splits: Splits = field(default_factory=Splits)
+    bounds: Bounds = field(default_factory=Bounds)
     montage: int = MISSING
     overwrite: bool = MISSING
 
@@ -184,6 +196,12 @@ def validate(cfg: DictConfig) -> DictConfig:
             merged.n,
             f"too small for three splits with fractions {dict(fractions)}: gives {counts}",
         )
+    for name in merged.bounds.splits:
+        if name not in ("train", "val", "test"):
+            _fail("bounds.splits", list(merged.bounds.splits), "may only name train, val and test")
+    for key in ("mag", "n_relative", "ln_re", "q", "pa", "offset"):
+        if not merged.bounds[key] > 0:
+            _fail(f"bounds.{key}", merged.bounds[key], "must be > 0")
     if merged.workers < 0:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:

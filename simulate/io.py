@@ -46,6 +46,21 @@ EXTRA_COLUMNS = {
         "profile centre, stored-stamp row (0-based, pixel centres at integers)",
     ),
 }
+EXTRA_COLUMNS.update(
+    {
+        f"crb_{label}": (
+            "float64",
+            units,
+            f"Cramer-Rao bound of the {label} error ({what}); NaN if not computed",
+        )
+        for label, units, what in (
+            ("mag", "mag", "pred - true"),
+            ("n", "dex", "log10(pred / true)"),
+            ("re", "dimensionless", "(pred - true) / true"),
+            ("q", "dimensionless", "pred - true"),
+        )
+    }
+)
 
 LABEL_DTYPES = {"size": "int32"}
 

@@ -32,16 +32,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from .bounds import LABELS, fisher_matrix, label_bounds
 from .config import split_ranges, validate
 from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
 from .noise import add_noise, background_rms, matched_filter_snr
-from .priors import draw_parameters
+from .priors import draw_parameters, n_grid
 from .render import StampRenderer, flux_from_mag
 
 log = logging.getLogger(__name__)
 
 #: Keys of the configuration that determine the data (not where or how fast it is made).
-DATA_KEYS = ("instrument", "prior", "render", "n", "seed", "splits")
+DATA_KEYS = ("instrument", "prior", "render", "n", "seed", "splits", "bounds")
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
@@ -68,21 +69,41 @@ def windows(n: int, sort_window: int) -> list[tuple[int, int]]:
 
 
 def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.ndarray]]:
-    """Parameters of galaxies [start, stop) and their blocks (positions within the window)."""
+    """Parameters of galaxies [start, stop) and their blocks (positions within the window).
+
+    ``params["crb"]`` marks the galaxies of the splits that get Cramer-Rao bounds.
+    """
     params = draw_parameters(cfg.seed, np.arange(start, stop), cfg.prior, cfg.render.n_grid_points)
+    ranges = split_ranges(cfg.n, cfg.splits)
+    params["crb"] = np.zeros(stop - start, dtype=bool)
+    for name in cfg.bounds.splits:
+        lo, hi = ranges[name]
+        params["crb"] |= (params["index"] >= lo) & (params["index"] < hi)
     order = np.argsort(params["n"], kind="stable")
     size = cfg.render.block_size
     return params, [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def render_block(renderer: StampRenderer, instrument, params: dict) -> tuple[np.ndarray, dict]:
-    """Noisy float32 stamps and the derived columns for the galaxies described by ``params``."""
+def render_block(
+    renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None
+) -> tuple[np.ndarray, dict]:
+    """Noisy float32 stamps and the derived columns for the galaxies described by ``params``.
+
+    Galaxies with ``params["crb"]`` true also get Cramer-Rao bounds (``bounds`` holds the
+    finite-difference steps, ``n_grid`` the render n grid).
+    """
     m, s = len(params["index"]), renderer.stamp_size
     images = np.empty((m, s, s), dtype=np.float32)
     extra = {name: np.empty(m) for name in ("flux", "flux_stamp", "snr", "x_center", "y_center")}
+    extra.update({f"crb_{label}": np.full(m, np.nan) for label in LABELS})
+    crb = params.get("crb", np.zeros(m, dtype=bool))
     for k in range(m):
         p = {name: params[name][k] for name in ("n", "re", "q", "pa", "mag", "dx", "dy", "size")}
         stamp = renderer.render(**p)
+        if crb[k]:
+            fisher = fisher_matrix(renderer, instrument, p, bounds, n_grid, base=stamp)
+            for label, value in label_bounds(fisher, p["n"]).items():
+                extra[f"crb_{label}"][k] = value
         extra["flux"][k] = flux_from_mag(p["mag"], renderer.zero_point)
         extra["flux_stamp"][k] = stamp.sum()
         extra["snr"][k] = matched_filter_snr(stamp, instrument)
@@ -100,17 +121,21 @@ def part_paths(part_dir: Path, window: int, block: int) -> tuple[Path, Path]:
 _WORKER: dict = {}
 
 
-def _init_worker(instrument: dict, render: dict) -> None:
+def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid) -> None:
     # GalSim's OpenMP threads only oversubscribe the cores that the worker processes share.
     galsim.set_omp_threads(1)
     instrument, render = OmegaConf.create(instrument), OmegaConf.create(render)
     _WORKER["instrument"] = instrument
     _WORKER["renderer"] = StampRenderer(instrument, render)
+    _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
 
 
 def _render_part(task) -> int:
     part_dir, window, block, positions, params = task
-    images, extra = render_block(_WORKER["renderer"], _WORKER["instrument"], params)
+    images, extra = render_block(
+        _WORKER["renderer"], _WORKER["instrument"], params, _WORKER["bounds"], _WORKER["n_grid"]
+    )
+    params = {k: v for k, v in params.items() if k != "crb"}
     image_path, meta_path = part_paths(part_dir, window, block)
     with atomic_path(image_path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, images)
@@ -209,6 +234,8 @@ def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progres
     init_args = (
         OmegaConf.to_container(cfg.instrument, resolve=True),
         OmegaConf.to_container(cfg.render, resolve=True),
+        OmegaConf.to_container(cfg.bounds, resolve=True),
+        n_grid(cfg.prior.n, cfg.render.n_grid_points),
     )
     bar = tqdm(total=remaining, unit="gal", desc="render", disable=not progress, smoothing=0.05)
     with ExitStack() as stack:

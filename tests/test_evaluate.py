@@ -17,7 +17,7 @@ from fitnet.metrics import binned, report, summarize
 
 def evaluate_config(*overrides):
     return compose_config(
-        "evaluate", ["device=cpu", "progress=false", "gallery=4", "batch_size=16", *overrides]
+        "evaluate", ["device=cpu", "progress=false", "gallery=4", "batch_size.cpu=16", *overrides]
     )
 
 
@@ -91,3 +91,54 @@ def test_command_line(tiny_ckpt, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "outputs").glob("evaluate/*/*/metrics.md"))
+
+
+def test_side_by_side_with_baseline_and_calibration(train_config, tiny_data, tmp_path):
+    """A gaussian_nll checkpoint gets coverage columns; a fitter catalogue is compared row by row."""
+    from astropy.table import Table
+
+    from fitnet.training import train
+    from simulate.io import read_params
+
+    train(train_config("loss=gaussian_nll"), tmp_path / "nll")
+    true = read_params(tiny_data / "test.h5")
+    fake = Table(
+        {
+            "row": np.arange(3),
+            "mag": true["mag"][:3] + 0.1,
+            "n": true["n"][:3],
+            "re": true["re"][:3],
+            "q": true["q"][:3],
+            "seconds": np.full(3, 2.0),
+            "flag": np.array([0, 0, 16]),
+        }
+    )
+    fake.write(tmp_path / "fits.csv")
+    summary = run_evaluate(
+        evaluate_config(
+            f"ckpt={tmp_path / 'nll' / 'best.pt'}", f"baseline={tmp_path / 'fits.csv'}"
+        ),
+        tmp_path / "eval",
+    )
+    overall = summary["labels"]["re"]["all"]
+    assert 0 <= overall["cover68"] <= 1 and 0 <= overall["cover95"] <= 1
+    assert overall["scatter_over_crb"] > 0  # the tiny test split carries Cramer-Rao bounds
+    base = summary["baseline"]
+    assert base["fitted"] == 3 and base["failed"] == 1
+    assert base["fitter"]["mag"]["all"]["bias"] == pytest.approx(0.1, abs=1e-5)
+    assert base["fitter"]["n"]["all"]["scatter"] == 0
+    text = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "pyimfit, mag" in text and "in 68%" in text and "scatter / CRB" in text
+
+
+def test_coverage_of_exact_gaussian_errors():
+    from fitnet.metrics import calibration, standard_scores
+
+    rng = np.random.default_rng(1)
+    true = rng.uniform(0.1, 2.0, 20000)
+    sigma_ln = 0.1
+    pred = true * np.exp(rng.normal(0, sigma_ln, true.size))
+    z = standard_scores("re", pred, true, pred * sigma_ln, "log")
+    cover = calibration(z)
+    assert cover["cover68"] == pytest.approx(0.6827, abs=0.01)
+    assert cover["cover95"] == pytest.approx(0.95, abs=0.005)

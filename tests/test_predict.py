@@ -26,7 +26,9 @@ from fitnet.prediction import Predictor
 
 
 def predict_config(*overrides):
-    return compose_config("predict", ["device=cpu", "progress=false", "batch_size=3", *overrides])
+    return compose_config(
+        "predict", ["device=cpu", "progress=false", "batch_size.cpu=3", *overrides]
+    )
 
 
 def cutout(path, data, scale=0.06, keyword="PIXSCALE"):

@@ -1,0 +1,57 @@
+"""The pyimfit baseline: a catalogue in predict's format, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from conftest import compose_config
+
+pytest.importorskip("pyimfit")
+
+from fitnet import fitting  # noqa: E402
+from fitnet.fitting import run_baseline  # noqa: E402
+from simulate.io import read_params  # noqa: E402
+
+
+def baseline_config(tiny_data, out, *overrides):
+    return compose_config(
+        "baseline",
+        [
+            f"data={tiny_data / 'test.h5'}",
+            f"output={out}",
+            "workers=1",
+            "chunk=2",
+            "progress=false",
+            *overrides,
+        ],
+    )
+
+
+def test_fits_land_near_the_truth(tiny_data, tmp_path):
+    table = run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=3"))
+    assert list(table["row"]) == [0, 1, 2]
+    assert {"mag", "n", "re", "q", "flag", "seconds"} <= set(
+        Table.read(tmp_path / "fits.csv").colnames
+    )
+    true = read_params(tiny_data / "test.h5")
+    assert np.all(np.abs(table["mag"] - true["mag"][:3]) < 1.0)
+    assert np.all(table["seconds"] > 0)
+
+
+def test_resumes_after_interruption(tiny_data, tmp_path, monkeypatch):
+    real, calls = fitting._fit_chunk, []
+
+    def dies_on_second_chunk(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(fitting, "_fit_chunk", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))
+    assert not (tmp_path / "fits.csv").exists()
+    monkeypatch.setattr(fitting, "_fit_chunk", real)
+    table = run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))
+    assert list(table["row"]) == [0, 1, 2, 3]
