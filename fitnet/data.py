@@ -61,18 +61,26 @@ def split_path(data_dir: str | Path, split: str) -> Path:
     return path
 
 
-def describe_split(path: Path, targets: list[str] | None = None) -> dict:
-    """Check a split file and return its root attributes plus ``n_images`` and ``stamp_size``."""
+def open_images(path: Path) -> h5py.File:
+    """Open an HDF5 file whose /images is a non-empty (N, height, width) stack, or raise DataError."""
     try:
         f = h5py.File(path, "r")
     except OSError as err:
         raise DataError(f"{path} is not a readable HDF5 file: {err}") from err
-    with f:
-        if "images" not in f:
-            raise DataError(f"{path} has no /images dataset (SPEC section 5 layout expected)")
+    shape = f["images"].shape if "images" in f else None
+    if shape is None or len(shape) != 3 or shape[0] == 0:
+        f.close()
+        found = "has no /images dataset" if shape is None else f"has /images of shape {shape}"
+        raise DataError(f"{path} {found}; expected (N, height, width) with N > 0 (SPEC section 5)")
+    return f
+
+
+def describe_split(path: Path, targets: list[str] | None = None) -> dict:
+    """Check a split file and return its root attributes plus ``n_images`` and ``stamp_size``."""
+    with open_images(path) as f:
         shape = f["images"].shape
-        if len(shape) != 3 or shape[1] != shape[2] or shape[0] == 0:
-            raise DataError(f"{path}: /images has shape {shape}, expected (N, S, S) with N > 0")
+        if shape[1] != shape[2]:
+            raise DataError(f"{path}: /images has shape {shape}; stamps must be square")
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         missing = [a for a in REQUIRED_ATTRS if a not in attrs]
         if missing:

@@ -28,6 +28,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from simulate.stamps import pad_or_crop
 
+from .data import open_images
+
 log = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
@@ -171,18 +173,8 @@ def count_images(path) -> int | None:
 
 
 def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp]:
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise InputError(f"{path} is not a readable HDF5 file: {err}") from err
-    with f:
-        if "images" not in f:
-            raise InputError(f"{path} has no /images dataset (SPEC section 5 layout expected)")
+    with open_images(path) as f:
         ds = f["images"]
-        if ds.ndim != 3:
-            raise InputError(f"{path}: /images has shape {ds.shape}, expected (N, height, width)")
-        if len(ds) == 0:
-            raise InputError(f"{path}: /images is empty")
         scale = f.attrs.get("pixel_scale_arcsec")
         message = scale_mismatch(str(path), None if scale is None else float(scale), model_scale)
         if message and not allow_mismatch:

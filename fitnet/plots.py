@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from simulate.io import atomic_path  # noqa: E402
+from simulate.plots import save_figure  # noqa: E402
 
 
 def plot_history(history: list[dict], png: Path) -> Path | None:
@@ -26,11 +26,7 @@ def plot_history(history: list[dict], png: Path) -> Path | None:
         ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 LOG_AXIS = {"re": True, "n": True, "mag": False, "q": False}
@@ -102,11 +98,7 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
     right.legend(loc="upper left", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 def plot_gallery(images, captions, rms, png, title=""):
@@ -128,8 +120,4 @@ def plot_gallery(images, captions, rms, png, title=""):
             ax.set_title(captions[k], fontsize=6.5)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=90)

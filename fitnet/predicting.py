@@ -21,10 +21,19 @@ def as_list(value) -> list:
     return [value]
 
 
+def checkpoints(ckpt) -> list:
+    """The ``ckpt`` option as a list of paths; null means the shipped pretrained model."""
+    if ckpt is None:
+        from .pretrained import default_checkpoint
+
+        return [default_checkpoint()]
+    return as_list(ckpt)
+
+
 def run_predict(cfg: DictConfig):
     """Predict every image of ``cfg.input`` and write the catalogue(s); return the table."""
     outputs = as_list(cfg.output)
-    predictor = Predictor(as_list(cfg.ckpt), resolve_device(cfg.device))
+    predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device))
     maker = StampMaker(predictor.image_size, predictor.noise_rms, cfg.input_scale, cfg.pad_seed)
     stamps = iter_stamps(cfg.input, maker, predictor.pixel_scale, cfg.allow_pixel_scale_mismatch)
     start = time.perf_counter()

@@ -41,8 +41,13 @@ def save_montage(h5_path: Path, png_path: Path, count: int) -> Path:
     fig.suptitle(
         f"{Path(h5_path).name}: first {count} stamps, arcsinh(image / background rms)", fontsize=9
     )
+    return save_figure(fig, png_path, dpi=90)
+
+
+def save_figure(fig, png_path: Path, dpi: int = 100) -> Path:
+    """Lay out, write (temporary name, then renamed) and close a matplotlib figure."""
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
-    return png_path
+    return Path(png_path)

@@ -1,0 +1,50 @@
+"""The pretrained default model shipped with the package, and how to make one.
+
+``python -m fitnet.pretrained outputs/train/<run>/best.pt`` writes a slim copy of a checkpoint
+(weights, targets, label and image normalisation, instrument, config and training history;
+no optimiser or random-number state) to ``fitnet/pretrained/candels_h.pt``, which
+``fitnet.predict`` and ``fitnet.evaluate`` use when ``ckpt`` is not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import CheckpointError, load, save
+
+DEFAULT = Path(__file__).with_name("candels_h.pt")
+#: Checkpoint entries needed only to resume training.
+RESUME_ONLY = ("optimizer", "scheduler", "rng")
+
+
+def default_checkpoint() -> Path:
+    """Path of the shipped model; a clear error if this installation has none."""
+    if not DEFAULT.is_file():
+        raise CheckpointError(
+            f"no checkpoint given and no pretrained model at {DEFAULT}; pass ckpt=PATH to a best.pt"
+        )
+    return DEFAULT
+
+
+def export(src: str | Path, dst: str | Path = DEFAULT) -> Path:
+    """Write a slim, prediction-only copy of checkpoint ``src`` to ``dst``."""
+    payload = {k: v for k, v in load(src).items() if k not in RESUME_ONLY}
+    payload["exported_from"] = str(src)
+    save(Path(dst), payload)
+    return Path(dst)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("src", help="checkpoint to export (a best.pt)")
+    parser.add_argument("--dst", default=str(DEFAULT), help=f"destination (default {DEFAULT})")
+    args = parser.parse_args()
+    path = export(args.src, args.dst)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
