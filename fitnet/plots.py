@@ -61,8 +61,12 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
     left.hist2d(true, pred, bins=[bins, bins], norm=LogNorm(), cmap="viridis")
     left.plot([lo, hi], [lo, hi], "r-", lw=1)
     if log_axis:
+        from matplotlib.ticker import NullFormatter
+
         left.set_xscale("log")
         left.set_yscale("log")
+        for axis in (left.xaxis, left.yaxis):
+            axis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
     left.set_xlabel(f"true {AXIS_LABEL[name]}")
     left.set_ylabel(f"predicted {AXIS_LABEL[name]}")
     left.set_title(f"{name}: predicted vs true (density)")
