@@ -1,6 +1,7 @@
 """``run_baseline(cfg)``: pyimfit fits of every stamp of a SPEC file, resumable, in parallel.
 
-The catalogue has the columns of ``fitnet.predict`` (``row, source, mag, n, re, q, flag,
+Stamps padded to the stored size are fitted on their original ``size`` cutout only (from
+``/params/size``), as a real small cutout would be. The catalogue has the columns of ``fitnet.predict`` (``row, source, mag, n, re, q, flag,
 problem``) plus ``seconds`` (time of each fit on one core), so ``fitnet.evaluate`` can put the
 network and the fitter side by side. ``flag`` 16 marks fits that did not converge.
 """
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from simulate.pipeline import resolve_workers
+from simulate.stamps import placement
 
 from .data import DataError, describe_split
 from .imfit import fit_sersic, psf_image
@@ -55,10 +57,16 @@ def _init(path: str, n_start: float) -> None:
 
 def _fit_chunk(task):
     part, rows = task
-    images = _STATE["file"]["images"][rows[0] : rows[-1] + 1]
+    f = _STATE["file"]
+    images = f["images"][rows[0] : rows[-1] + 1]
+    sizes = f["params/size"][rows[0] : rows[-1] + 1] if "params/size" in f else None
     out = {name: np.empty(len(rows)) for name in (*LABELS, "seconds")}
     out["ok"] = np.empty(len(rows), dtype=bool)
     for k, image in enumerate(images):
+        if sizes is not None and sizes[k] < image.shape[0]:
+            # a padded stamp: fit only the cutout as rendered, as one would fit a real small cutout
+            _, keep = placement(int(sizes[k]), image.shape[0])
+            image = image[keep, keep]
         result = fit_sersic(image, _STATE["psf"], _STATE["attrs"], _STATE["n_start"])
         for name in out:
             out[name][k] = result[name]
