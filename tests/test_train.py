@@ -175,7 +175,8 @@ def test_full_cpu_experiment_composes():
     from conftest import compose_config
 
     cfg = compose_config("train", ["experiment=full_cpu"])
-    assert cfg.epochs == 5 and cfg.target == "all"
+    assert cfg.epochs == 3 and cfg.target == "all" and cfg.loss == "gaussian_nll"
+    assert cfg.optim._target_ == "torch.optim.AdamW"
 
 
 def test_optuna_experiment_composes():
