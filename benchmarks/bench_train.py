@@ -27,14 +27,13 @@ from omegaconf import OmegaConf
 from fitnet.checkpoint import build_model
 from fitnet.data import (
     describe_split,
-    dihedral,
     fit_image_norm,
     make_batches,
     read_labels,
     split_path,
 )
 from fitnet.labels import LabelScaler, parse_targets
-from fitnet.training import autocast, loss_value
+from fitnet.training import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -46,23 +45,13 @@ def load_config(overrides):
 
 def time_steps(model, optimizer, batch_iter, steps, cfg, device, augment, generator) -> float:
     """Images per second over ``steps`` optimisation steps (after 3 warm-up steps)."""
-    channels_last = cfg.channels_last
     images, t0 = 0, None
     for i, (x, y) in enumerate(batch_iter):
         if i == 3:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0, images = time.perf_counter(), 0
-        if augment:
-            x = dihedral(x, generator)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.amp):
-            out = model(x)
-        loss = loss_value(out, y, cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x, y, cfg, generator, augment)
         images += len(x)
         if i == steps + 2:
             break

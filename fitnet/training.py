@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("l1", "mse", "gaussian_nll")
 LOG_SIGMA_RANGE = (-7.0, 5.0)  # clamp of the predicted log-sigma (standardised units)
+SYNC_EVERY = 50  # training steps between progress-bar updates (each waits for the device)
 
 
 class TrainConfigError(ValueError):
@@ -162,8 +163,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     generator = torch.Generator().manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
-    channels_last = cfg.channels_last
-    if channels_last:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _instantiate(cfg.optim, model.parameters())
     scheduler = _instantiate(cfg.scheduler, optimizer)
@@ -230,9 +230,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(
-            step_model, optimizer, train_batches, generator, cfg, epoch, channels_last
-        )
+        train_loss = _train_epoch(step_model, optimizer, train_batches, generator, cfg, epoch)
         val_loss, mean, _ = evaluate(step_model, val_batches, cfg.loss, cfg.amp)
         pred, _ = scaler.decode(mean)
         metrics = label_metrics({name: pred[:, j] for j, name in enumerate(targets)}, val_true)
@@ -307,9 +305,24 @@ def _check_resume(resumed: dict, targets, cfg, image_size) -> None:
         )
 
 
-def _train_epoch(model, optimizer, batches, generator, cfg, epoch, channels_last) -> float:
+def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.Tensor:
+    """One optimisation step on a batch; returns the loss on the device (no synchronisation)."""
+    if augment:
+        x = dihedral(x, generator)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, cfg.amp):
+        out = model(x)
+    loss = loss_value(out, y, cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _train_epoch(model, optimizer, batches, generator, cfg, epoch) -> float:
     model.train()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=batches.device), 0
     bar = tqdm(
         batches.iterate(generator),
         total=len(batches),
@@ -318,22 +331,16 @@ def _train_epoch(model, optimizer, batches, generator, cfg, epoch, channels_last
         disable=not cfg.progress,
         leave=False,
     )
-    for x, y in bar:
-        if cfg.augment:
-            x = dihedral(x, generator)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(batches.device, cfg.amp):
-            out = model(x)
-        loss = loss_value(out, y, cfg.loss)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"epoch {epoch}: the training loss became {loss.item()}; lower optim.lr"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(x)
+    for step, (x, y) in enumerate(bar):
+        total += train_step(model, optimizer, x, y, cfg, generator, cfg.augment) * len(x)
         count += len(x)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / count
+        if step % SYNC_EVERY == 0:  # .item() waits for the GPU: only now and then
+            _check_finite(total.item() / count, epoch)
+            bar.set_postfix(loss=f"{total.item() / count:.4f}")
+    return _check_finite(total.item() / count, epoch)
+
+
+def _check_finite(value: float, epoch: int) -> float:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"epoch {epoch}: the training loss became {value}; lower optim.lr")
+    return value
