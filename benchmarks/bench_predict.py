@@ -60,8 +60,10 @@ def untrained_checkpoint(data: Path, folder: Path) -> Path:
     return path
 
 
-def predict_rate(ckpt: Path, data: Path, count: int, device: torch.device, batch: int) -> float:
-    predictor = Predictor(ckpt, device)
+def predict_rate(
+    ckpt: Path, data: Path, count: int, device: torch.device, batch: int, amp=False
+) -> float:
+    predictor = Predictor(ckpt, device, amp)
     maker = StampMaker(predictor.image_size, predictor.noise_rms)
 
     def stamps():
@@ -112,6 +114,9 @@ def main():
                 ckpt, data, count, torch.device("cpu"), batch.cpu
             )
         }
+        rates[f"cpu, {threads} threads, bf16"] = predict_rate(
+            ckpt, data, count, torch.device("cpu"), batch.cpu, amp=True
+        )
         torch.set_num_threads(1)
         rates["cpu, 1 thread"] = predict_rate(ckpt, data, count, torch.device("cpu"), batch.cpu)
         torch.set_num_threads(threads)

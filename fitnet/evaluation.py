@@ -45,7 +45,7 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Evaluate the checkpoint(s) on a SPEC HDF5 file with true labels; return the metrics."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device))
+    predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
     data = Path(cfg.data) if cfg.data else default_data(predictor)
     attrs = describe_split(data, predictor.labels)
     with h5py.File(data, "r") as f:

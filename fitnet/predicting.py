@@ -33,7 +33,7 @@ def checkpoints(ckpt) -> list:
 def run_predict(cfg: DictConfig):
     """Predict every image of ``cfg.input`` and write the catalogue(s); return the table."""
     outputs = as_list(cfg.output)
-    predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device))
+    predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
     maker = StampMaker(predictor.image_size, predictor.noise_rms, cfg.input_scale, cfg.pad_seed)
     stamps = iter_stamps(cfg.input, maker, predictor.pixel_scale, cfg.allow_pixel_scale_mismatch)
     start = time.perf_counter()

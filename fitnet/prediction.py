@@ -26,13 +26,16 @@ class Predictor:
     have been trained on the same pixel scale.
     """
 
-    def __init__(self, ckpts: str | Path | Iterable[str | Path], device: torch.device):
+    def __init__(
+        self, ckpts: str | Path | Iterable[str | Path], device: torch.device, amp: bool = False
+    ):
         paths = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
         if not paths:
             raise checkpoint.CheckpointError(
                 "no checkpoint given: pass ckpt=PATH or ckpt=[PATH,PATH]"
             )
         self.device = device
+        self.amp = amp  # bfloat16 autocast of the forward pass
         self.members = []  # (model, scaler, norm, loss, path)
         self.payloads: list[dict] = []  # the checkpoint dicts (history, config, instrument)
         self.labels: list[str] = []
@@ -83,7 +86,10 @@ class Predictor:
     def predict(self, images: np.ndarray) -> tuple[dict, dict]:
         """Values and sigmas (where the model gives them) per label for a batch (B, S, S) in e-/s."""
         values, sigmas = {}, {}
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
+        ):
             x_raw = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(
                 self.device
             )[:, None]

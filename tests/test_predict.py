@@ -220,3 +220,21 @@ def test_command_line(tiny_ckpt, tiny_data, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(Table.read(tmp_path / "cat.fits")) == 4
+
+
+def test_bf16_forward_pass_stays_close(tiny_ckpt, tiny_data, tmp_path):
+    base = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tiny_data / 'test.h5'}", f"output={tmp_path / 'a.csv'}"
+        )
+    )
+    fast = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}",
+            f"input={tiny_data / 'test.h5'}",
+            f"output={tmp_path / 'b.csv'}",
+            "amp=true",
+        )
+    )
+    assert np.allclose(fast["mag"], base["mag"], atol=0.05)
+    assert np.allclose(fast["re"], base["re"], rtol=0.05)
