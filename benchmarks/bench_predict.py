@@ -50,7 +50,12 @@ def untrained_checkpoint(data: Path, folder: Path) -> Path:
         targets=targets,
         loss=cfg.loss,
         scaler=LabelScaler.fit(targets, cfg.labels, read_labels(data, targets)),
-        norm=fit_image_norm(data, attrs["background_rms_e_per_s"], 1.0, 100),
+        norm=fit_image_norm(
+            data,
+            attrs["background_rms_e_per_s"],
+            cfg.image_norm.softening,
+            cfg.image_norm.stats_images,
+        ),
         instrument=attrs,
         cfg=cfg,
         state={},

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fitnet.checkpoint import build_model
@@ -97,7 +98,9 @@ def main():
     path = split_path(data_dir, "train")
     attrs = describe_split(path, targets)
     scaler = LabelScaler.fit(targets, cfg.labels, read_labels(path, targets))
-    norm = fit_image_norm(path, attrs["background_rms_e_per_s"], cfg.image_norm.softening, 500)
+    norm = fit_image_norm(
+        path, attrs["background_rms_e_per_s"], cfg.image_norm.softening, cfg.image_norm.stats_images
+    )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(
         f"model {cfg.model._target_}, batch {cfg.batch_size}, targets {targets}, "
@@ -115,30 +118,20 @@ def main():
         if cfg.compile:
             model = torch.compile(model)
         model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+        optimizer = instantiate(cfg.optim, model.parameters())
         name = device.type + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         x = torch.randn(cfg.batch_size, 1, attrs["stamp_size"], attrs["stamp_size"], device=device)
         y = torch.randn(cfg.batch_size, len(targets), device=device)
-        memory = make_batches(
-            path,
-            attrs,
-            norm,
-            scaler,
-            cfg.batch_size,
-            device,
-            OmegaConf.create({"max_memory_gb": 1e6, "num_workers": 0}),
-        )
-        stream = make_batches(
-            path,
-            attrs,
-            norm,
-            scaler,
-            cfg.batch_size,
-            device,
-            OmegaConf.create({"max_memory_gb": 0, "num_workers": cfg.data.num_workers}),
-        )
+        # the same split held in memory (on the device) and streamed from HDF5 by workers
+        paths = {
+            "memory": (float("inf"), 0),
+            "stream": (0, cfg.data.num_workers),
+        }  # GB limit, workers
+        sources = {"synthetic": None}
+        for key, (max_gb, workers) in paths.items():
+            data_cfg = OmegaConf.create({"max_memory_gb": max_gb, "num_workers": workers})
+            sources[key] = make_batches(path, attrs, norm, scaler, cfg.batch_size, device, data_cfg)
         batch = (x, y)
-        sources = {"synthetic": None, "memory": memory, "stream": stream}
         # Alternate the three sources over several rounds so drifts of the machine hit all alike.
         rates = {key: [] for key in sources}
         for _ in range(args.rounds):

@@ -78,8 +78,7 @@ def _fit_chunk(task):
 
 def run_baseline(cfg: DictConfig) -> Table:
     data = Path(cfg.data)
-    attrs = describe_split(data)
-    data_psf_and_instrument(data)  # fail early on files without the PSF
+    _, attrs = data_psf_and_instrument(data)  # fails early on files without the PSF
     count = attrs["n_images"] if cfg.limit is None else min(int(cfg.limit), attrs["n_images"])
     outputs = [Path(p) for p in as_list(cfg.output)]
     parts = outputs[0].with_name(f".{outputs[0].name}.parts-{data.stem}-{count}")

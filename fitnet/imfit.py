@@ -14,7 +14,8 @@ import time
 
 import galsim
 import numpy as np
-from scipy.special import gamma, gammaincinv
+
+from simulate.render import sersic_log_intensity_at_re
 
 PSF_SIZE = 41  # pixel, side of the PSF image handed to imfit
 
@@ -50,8 +51,7 @@ def moment_start(image: np.ndarray, noise_rms: float) -> dict:
 
 def sersic_intensity_at_re(flux: float, n: float, re: float, q: float) -> float:
     """Surface brightness at r_e (per pixel) of a Sersic of total ``flux`` (re in pixels)."""
-    b = gammaincinv(2 * n, 0.5)
-    return flux / (2 * math.pi * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n) * re**2 * q)
+    return math.exp(sersic_log_intensity_at_re(flux, n, re, q))
 
 
 def fit_sersic(image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: float = 2.0) -> dict:

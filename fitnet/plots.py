@@ -7,9 +7,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import math  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from simulate.plots import save_figure  # noqa: E402
+
+from .metrics import ERROR_DEFINITIONS  # noqa: E402
 
 
 def plot_history(history: list[dict], png: Path) -> Path | None:
@@ -35,7 +42,6 @@ AXIS_LABEL = {"mag": "mag (AB)", "n": "Sersic n", "re": "re (arcsec, semi-major)
 
 def running_percentiles(x, y, edges):
     """Centres, median, 16th and 84th percentiles of y in bins of x (NaN where a bin is empty)."""
-    import numpy as np
 
     centres = 0.5 * (edges[1:] + edges[:-1])
     stats = np.full((3, len(centres)), np.nan)
@@ -51,8 +57,6 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
 
     ``compare`` = (errors, true magnitudes) of a reference fitter, overlaid as a second band.
     """
-    import numpy as np
-    from matplotlib.colors import LogNorm
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     log_axis = LOG_AXIS[name]
@@ -61,8 +65,6 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
     left.hist2d(true, pred, bins=[bins, bins], norm=LogNorm(), cmap="viridis")
     left.plot([lo, hi], [lo, hi], "r-", lw=1)
     if log_axis:
-        from matplotlib.ticker import NullFormatter
-
         left.set_xscale("log")
         left.set_yscale("log")
         for axis in (left.xaxis, left.yaxis):
@@ -95,8 +97,6 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
         right.plot(c_centres, c_med, "s--", color="tab:blue", label="pyimfit median")
     right.axhline(0, color="k", lw=0.8)
     right.set_xlabel("true mag (AB)")
-    from .metrics import ERROR_DEFINITIONS
-
     right.set_ylabel(f"{name} error: {ERROR_DEFINITIONS[name]}")
     right.set_title(f"{name}: error vs true magnitude")
     right.legend(loc="upper left", fontsize=8)
@@ -107,9 +107,6 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
 
 def plot_gallery(images, captions, rms, png, title=""):
     """Grid of stamps (arcsinh stretch in units of the background rms) with captions."""
-    import math
-
-    import numpy as np
 
     count = len(images)
     cols = min(6, count)

@@ -16,7 +16,10 @@ from .labels import TARGETS
 from .training import split_output
 
 TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
-UNITS = {"mag": "mag", "n": "", "re": "arcsec", "q": ""}
+# astropy unit strings of the catalogue columns (dimensionless labels get none)
+UNITS = {
+    name: {"AB mag": "mag", "dimensionless": ""}.get(unit, unit) for name, unit in TARGETS.items()
+}
 
 
 class Predictor:

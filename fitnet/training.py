@@ -165,8 +165,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _instantiate(cfg.optim, model.parameters())
-    scheduler = _instantiate(cfg.scheduler, optimizer)
+    optimizer = instantiate(cfg.optim, model.parameters())
+    scheduler = instantiate(cfg.scheduler, optimizer)
     start_epoch, history, best, since_best = 1, [], math.inf, 0
     if resumed is not None:
         model.load_state_dict(resumed["model"]["state_dict"])
@@ -284,10 +284,6 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     plot_history(history, output_dir / "loss_curve.png")
     log.info("best validation loss %.4f; checkpoints in %s", best, output_dir)
     return best
-
-
-def _instantiate(node, *args):
-    return instantiate(node, *args)
 
 
 def _check_resume(resumed: dict, targets, cfg, image_size) -> None:

@@ -46,33 +46,45 @@ def sersic_profile(n: float, re: float, q: float, pa: float, flux: float) -> gal
     return circ.shear(q=q, beta=pa * galsim.degrees)
 
 
-def sersic_surface_brightness(x, y, n, re, q, pa, flux):
-    """Unconvolved Sersic surface brightness in flux / arcsec^2 at offsets ``x, y`` (arcsec)."""
-    b = gammaincinv(2 * n, 0.5)
-    cos, sin = math.cos(math.radians(pa)), math.sin(math.radians(pa))
-    xp = cos * x + sin * y
-    yp = -sin * x + cos * y
-    r = np.sqrt(xp**2 + (yp / q) ** 2)
-    log_ie = (
+def sersic_b(n):
+    """The Sersic b_n: the half-light radius encloses half the flux."""
+    return gammaincinv(2 * n, 0.5)
+
+
+def sersic_log_intensity_at_re(flux, n, re, q):
+    """ln of the surface brightness at the semi-major half-light radius ``re``.
+
+    Flux per unit area in the units of ``re`` squared (arcsec^2, or pixel^2 for re in pixels).
+    """
+    b = sersic_b(n)
+    return (
         math.log(flux)
         - math.log(2 * math.pi * n * q * re**2)
         - b
         + 2 * n * math.log(b)
         - gammaln(2 * n)
     )
+
+
+def sersic_surface_brightness(x, y, n, re, q, pa, flux):
+    """Unconvolved Sersic surface brightness in flux / arcsec^2 at offsets ``x, y`` (arcsec)."""
+    b = sersic_b(n)
+    cos, sin = math.cos(math.radians(pa)), math.sin(math.radians(pa))
+    xp = cos * x + sin * y
+    yp = -sin * x + cos * y
+    r = np.sqrt(xp**2 + (yp / q) ** 2)
+    log_ie = sersic_log_intensity_at_re(flux, n, re, q)
     return np.exp(log_ie - b * ((r / re) ** (1.0 / n) - 1.0))
 
 
 def flux_fraction_beyond(radius, n, re):
     """Fraction of a Sersic's flux beyond elliptical (semi-major) radius ``radius`` (arcsec)."""
-    b = gammaincinv(2 * n, 0.5)
-    return gammaincc(2 * n, b * (radius / re) ** (1.0 / n))
+    return gammaincc(2 * n, sersic_b(n) * (radius / re) ** (1.0 / n))
 
 
 def radius_enclosing_all_but(fraction, n, re):
     """Elliptical (semi-major) radius in arcsec beyond which ``fraction`` of the flux lies."""
-    b = gammaincinv(2 * n, 0.5)
-    return re * (gammainccinv(2 * n, fraction) / b) ** n
+    return re * (gammainccinv(2 * n, fraction) / sersic_b(n)) ** n
 
 
 class StampRenderer:
