@@ -38,12 +38,20 @@ def parse_targets(target) -> list[str]:
 
 @dataclass
 class LabelScaler:
-    """Per-label transform then standardisation: ``z = (f(y) - mean) / std``."""
+    """Per-label transform then standardisation: ``z = (f(y) - mean) / std``.
+
+    ``sigma_scale`` multiplies the network's sigmas (standardised units) before decoding: the
+    calibration measured on the validation split (see ``calibration_scale``). Shape (T,), or
+    (len(sigma_mag_edges) + 1, T) with one row per bin of *predicted* magnitude (AB mag) between
+    the ``sigma_mag_edges``; None = no calibration.
+    """
 
     names: list[str]
     transforms: list[str]
     mean: np.ndarray
     std: np.ndarray
+    sigma_scale: np.ndarray | None = None
+    sigma_mag_edges: list[float] | None = None
 
     @classmethod
     def fit(cls, names: list[str], transforms: dict, labels: dict[str, np.ndarray]) -> LabelScaler:
@@ -83,6 +91,11 @@ class LabelScaler:
         t = np.asarray(z, dtype=float) * self.std + self.mean
         y = t.copy()
         sigma = None if sigma_z is None else np.asarray(sigma_z, dtype=float) * self.std
+        if sigma is not None and self.sigma_scale is not None:
+            scale = self.sigma_scale
+            if scale.ndim == 2:  # per bin of predicted magnitude
+                scale = scale[np.digitize(t[:, self.names.index("mag")], self.sigma_mag_edges)]
+            sigma = sigma * scale
         for j, name in enumerate(self.transforms):
             if name == "log":
                 y[:, j] = np.exp(t[:, j])
@@ -96,13 +109,56 @@ class LabelScaler:
             "transforms": list(self.transforms),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            "sigma_scale": None if self.sigma_scale is None else self.sigma_scale.tolist(),
+            "sigma_mag_edges": self.sigma_mag_edges,
         }
 
     @classmethod
     def from_state(cls, state: dict) -> LabelScaler:
+        scale = state.get("sigma_scale")  # absent in checkpoints written before calibration
         return cls(
-            state["names"], state["transforms"], np.array(state["mean"]), np.array(state["std"])
+            state["names"],
+            state["transforms"],
+            np.array(state["mean"]),
+            np.array(state["std"]),
+            None if scale is None else np.array(scale),
+            state.get("sigma_mag_edges"),
         )
+
+
+#: Fraction of a Gaussian within one sigma of its mean.
+ONE_SIGMA_COVERAGE = 0.6826894921370859
+
+
+def calibration_scale(
+    z_true: np.ndarray,
+    z_pred: np.ndarray,
+    sigma_z: np.ndarray,
+    mag_pred: np.ndarray | None = None,
+    mag_edges: list[float] | None = None,
+    min_count: int = 1,
+) -> np.ndarray:
+    """Per label, the factor s that puts 68.27% of ``|z_true - z_pred| / (s sigma_z)`` below 1.
+
+    Measured on the validation split after every epoch: a network trained with the Gaussian NLL
+    for a few epochs does not yet give sigmas of the right size, and this factor makes the 68%
+    intervals right on held-out data (temperature scaling for regression). With ``mag_pred``
+    (AB mag) and ``mag_edges``, one factor per bin of predicted magnitude, shape (bins, T): the
+    sigmas of bright and faint galaxies are off by different factors. A bin with fewer than
+    ``min_count`` galaxies takes the overall factor.
+    """
+    ratio = np.abs(np.asarray(z_true) - np.asarray(z_pred)) / np.asarray(sigma_z)
+    overall = np.quantile(ratio, ONE_SIGMA_COVERAGE, axis=0)
+    if mag_pred is None or not mag_edges:
+        return overall
+    which = np.digitize(mag_pred, mag_edges)
+    rows = []
+    for b in range(len(mag_edges) + 1):
+        inside = ratio[which == b]
+        rows.append(
+            np.quantile(inside, ONE_SIGMA_COVERAGE, axis=0) if len(inside) >= min_count else overall
+        )
+    return np.stack(rows)
 
 
 def spec_error(name: str, pred: np.ndarray, true: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from .data import (
     read_labels,
     split_path,
 )
-from .labels import LabelScaler, parse_targets
+from .labels import LabelScaler, calibration_scale, parse_targets
 from .metrics import label_metrics
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,20 @@ def validate(cfg: DictConfig) -> list[str]:
             raise TrainConfigError(f"{key}={cfg[key]!r} is not allowed: must be >= 1")
     if not cfg.image_norm.softening > 0:
         raise TrainConfigError(f"image_norm.softening={cfg.image_norm.softening} must be > 0")
+    if not 0 <= cfg.nll_beta <= 1:
+        raise TrainConfigError(f"nll_beta={cfg.nll_beta} is not allowed: must be in [0, 1]")
+    edges = list(cfg.calibration.mag_edges)
+    if edges != sorted(set(edges)):
+        raise TrainConfigError(
+            f"calibration.mag_edges={edges} must be strictly increasing magnitudes (or [])"
+        )
+    if not cfg.calibration.min_count >= 1:
+        raise TrainConfigError(f"calibration.min_count={cfg.calibration.min_count} must be >= 1")
+    if cfg.resume and cfg.init_from:
+        raise TrainConfigError(
+            "resume and init_from are both set: resume continues a killed run, init_from starts "
+            "a new one from trained weights; give one"
+        )
     if cfg.early_stopping_patience < 0:
         raise TrainConfigError(
             f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"
@@ -83,7 +97,7 @@ def evaluate(model, batches, loss: str, amp: bool):
     with torch.no_grad(), autocast(batches.device, amp):
         for x, y in batches.iterate(None):
             out = model(x.contiguous(memory_format=torch.channels_last)).float()
-            total += loss_value(out, y, loss).item() * len(x)
+            total += loss_value(out, y, loss).item() * len(x)  # plain NLL: a proper score
             count += len(x)
             mu, log_sigma = split_output(out, loss)
             means.append(mu.cpu())
@@ -100,13 +114,25 @@ def split_output(out: torch.Tensor, loss: str):
     return out[:, :t], out[:, t:].clamp(*LOG_SIGMA_RANGE)
 
 
-def loss_value(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+def loss_value(
+    out: torch.Tensor, y: torch.Tensor, loss: str, nll_beta: float = 0.0
+) -> torch.Tensor:
+    """Mean loss over a batch of standardised labels.
+
+    ``nll_beta`` > 0 weights each Gaussian NLL term by sigma^(2 beta), held constant in the
+    gradient (beta-NLL, Seitzer et al. 2022): plain NLL divides the gradient of a poorly fitted
+    label by its large sigma and so learns it slowest; beta = 1 gives that label MSE's gradient.
+    The optimum sigma for a given mean is unchanged.
+    """
     mu, log_sigma = split_output(out.float(), loss)
     if loss == "l1":
         return (mu - y).abs().mean()
     if loss == "mse":
         return ((mu - y) ** 2).mean()
-    return (log_sigma + 0.5 * ((y - mu) * torch.exp(-log_sigma)) ** 2).mean()
+    nll = log_sigma + 0.5 * ((y - mu) * torch.exp(-log_sigma)) ** 2
+    if nll_beta > 0:
+        nll = nll * torch.exp(2 * nll_beta * log_sigma).detach()
+    return nll.mean()
 
 
 def autocast(device: torch.device, amp: bool):
@@ -119,7 +145,9 @@ def write_csv(path: Path, history: list[dict]) -> None:
     if not history:
         return
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    # Columns in order of first appearance: a resumed run may log more than its first epochs did.
+    fields = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(history)
     tmp = path.with_name(path.name + ".partial")
@@ -144,11 +172,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     image_size = train_attrs["stamp_size"]
 
     resumed = checkpoint.load(cfg.resume) if cfg.resume else None
-    if resumed is not None:
-        _check_resume(resumed, targets, cfg, image_size)
-        scaler = LabelScaler.from_state(resumed["label_scaler"])
-        norm = ImageNorm.from_state(resumed["image_norm"])
-        model_cfg = resumed["model"]["config"]
+    start = checkpoint.load(cfg.init_from) if cfg.init_from else None
+    if resumed is not None or start is not None:
+        # The weights only mean something with the label scaler, image norm and architecture
+        # they were trained with, so those come from the checkpoint too.
+        source = resumed if resumed is not None else start
+        _check_compatible(
+            source, "resume" if resumed is not None else "init_from", targets, cfg, image_size
+        )
+        scaler = LabelScaler.from_state(source["label_scaler"])
+        norm = ImageNorm.from_state(source["image_norm"])
+        model_cfg = source["model"]["config"]
     else:
         scaler = LabelScaler.fit(targets, cfg.labels, read_labels(train_path, targets))
         norm = fit_image_norm(
@@ -179,6 +213,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         start_epoch = resumed["epoch"] + 1
         history, best, since_best = resumed["history"], resumed["best_val"], resumed["since_best"]
         log.info("resuming %s at epoch %d", cfg.resume, start_epoch)
+    elif start is not None:
+        model.load_state_dict(start["model"]["state_dict"])
+        log.info("starting from the weights of %s", cfg.init_from)
     step_model = torch.compile(model) if cfg.compile else model
 
     train_batches = make_batches(
@@ -231,8 +268,19 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(step_model, optimizer, train_batches, generator, cfg, epoch)
-        val_loss, mean, _ = evaluate(step_model, val_batches, cfg.loss, cfg.amp)
+        val_loss, mean, sigma_z = evaluate(step_model, val_batches, cfg.loss, cfg.amp)
         pred, _ = scaler.decode(mean)
+        if sigma_z is not None:
+            by_mag = "mag" in targets and len(cfg.calibration.mag_edges) > 0
+            scaler.sigma_mag_edges = list(cfg.calibration.mag_edges) if by_mag else None
+            scaler.sigma_scale = calibration_scale(
+                scaler.encode(val_true),
+                mean,
+                sigma_z,
+                pred[:, targets.index("mag")] if by_mag else None,
+                scaler.sigma_mag_edges,
+                cfg.calibration.min_count,
+            )
         metrics = label_metrics({name: pred[:, j] for j, name in enumerate(targets)}, val_true)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -254,6 +302,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
                     f"{name}_outlier_frac": m["outlier_frac"],
                 }
             )
+        if scaler.sigma_scale is not None:  # the overall factor; per-bin ones are in the checkpoint
+            overall = calibration_scale(scaler.encode(val_true), mean, sigma_z)
+            row.update({f"{n}_sigma_scale": s for n, s in zip(targets, overall, strict=True)})
         history.append(row)
         improved = val_loss < best
         best, since_best = (val_loss, 0) if improved else (best, since_best + 1)
@@ -286,18 +337,21 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     return best
 
 
-def _check_resume(resumed: dict, targets, cfg, image_size) -> None:
-    if resumed["targets"] != targets:
+def _check_compatible(ckpt: dict, key: str, targets, cfg, image_size) -> None:
+    """A checkpoint given as ``resume`` or ``init_from`` must match the run's targets and data."""
+    if ckpt["targets"] != targets:
         raise TrainConfigError(
-            f"resume: checkpoint has targets {resumed['targets']}, this run asks for {targets}"
+            f"{key}: checkpoint has targets {ckpt['targets']}, this run asks for {targets}"
         )
-    if resumed["loss"] != cfg.loss:
+    if checkpoint.outputs_per_label(ckpt["loss"]) != checkpoint.outputs_per_label(cfg.loss) or (
+        key == "resume" and ckpt["loss"] != cfg.loss
+    ):
         raise TrainConfigError(
-            f"resume: checkpoint was trained with loss={resumed['loss']}, not {cfg.loss}"
+            f"{key}: checkpoint was trained with loss={ckpt['loss']}, not {cfg.loss}"
         )
-    if resumed["model"]["image_size"] != image_size:
+    if ckpt["model"]["image_size"] != image_size:
         raise DataError(
-            f"resume: checkpoint expects {resumed['model']['image_size']} px stamps, the data has {image_size}"
+            f"{key}: checkpoint expects {ckpt['model']['image_size']} px stamps, the data has {image_size}"
         )
 
 
@@ -309,7 +363,7 @@ def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.T
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, cfg.amp):
         out = model(x)
-    loss = loss_value(out, y, cfg.loss)
+    loss = loss_value(out, y, cfg.loss, cfg.nll_beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

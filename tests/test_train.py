@@ -15,7 +15,7 @@ import torch
 from fitnet import training
 from fitnet.checkpoint import CheckpointError, load, load_model
 from fitnet.data import DataError, dihedral
-from fitnet.labels import LabelScaler, TargetError, parse_targets
+from fitnet.labels import LabelScaler, TargetError, calibration_scale, parse_targets
 from fitnet.training import TrainConfigError, train
 
 
@@ -104,6 +104,46 @@ def test_multirun_of_two_targets(tiny_data, tmp_path):
     assert sorted(load(c)["targets"][0] for c in ckpts) == ["mag", "q"]
 
 
+def test_init_from_starts_from_weights_scaler_and_norm(train_config, tmp_path):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    first = load(tmp_path / "first" / "last.pt")
+    # A changed image_norm option must not matter: the weights come with their own norm.
+    cfg = train_config(
+        "loss=gaussian_nll",
+        "epochs=1",
+        "image_norm.softening=3.0",
+        f"init_from={tmp_path / 'first' / 'last.pt'}",
+        "optim.lr=0.0",
+    )
+    train(cfg, tmp_path / "second")
+    second = load(tmp_path / "second" / "last.pt")
+    assert second["epoch"] == 1 and second["image_norm"] == first["image_norm"]
+    assert second["label_scaler"] == first["label_scaler"]
+    for key, value in first["model"]["state_dict"].items():  # lr 0: weights unchanged
+        assert torch.equal(value, second["model"]["state_dict"][key]), key
+
+
+def test_init_from_with_other_targets_raises(train_config, tmp_path):
+    train(train_config("target=mag"), tmp_path / "first")
+    with pytest.raises(TrainConfigError, match=r"init_from: checkpoint has targets \['mag'\]"):
+        train(train_config(f"init_from={tmp_path / 'first' / 'last.pt'}"), tmp_path / "run")
+
+
+def test_init_from_and_resume_together_raise(train_config, tmp_path):
+    with pytest.raises(TrainConfigError, match=r"resume and init_from are both set"):
+        train(train_config("resume=a.pt", "init_from=b.pt"), tmp_path / "run")
+
+
+def test_beta_nll_weights_terms_by_sigma_and_keeps_value_at_unit_sigma():
+    out = torch.tensor([[0.0, 0.0], [0.0, math.log(2.0)]])  # mean 0; sigma 1 and 2
+    y = torch.tensor([[1.0], [1.0]])
+    plain = training.loss_value(out, y, "gaussian_nll")
+    beta = training.loss_value(out, y, "gaussian_nll", nll_beta=0.5)
+    nll2 = math.log(2.0) + 0.5 * 0.25
+    assert plain.item() == pytest.approx((0.5 + nll2) / 2)
+    assert beta.item() == pytest.approx((0.5 + 2.0 * nll2) / 2)  # sigma^(2*0.5) = 2
+
+
 @pytest.mark.parametrize(
     ("override", "error", "match"),
     [
@@ -113,6 +153,8 @@ def test_multirun_of_two_targets(tiny_data, tmp_path):
         ("device=tpu", TrainConfigError, r"device='tpu' is not allowed"),
         ("epochs=0", TrainConfigError, r"epochs=0 is not allowed"),
         ("labels.re=sqrt", TargetError, r"labels\.re='sqrt' is not a transform"),
+        ("nll_beta=2", TrainConfigError, r"nll_beta=2 is not allowed: must be in \[0, 1\]"),
+        ("calibration.mag_edges=[22,20]", TrainConfigError, r"must be strictly increasing"),
     ],
 )
 def test_bad_options_raise(train_config, tmp_path, override, error, match):
@@ -188,3 +230,45 @@ def test_optuna_experiment_composes():
         cfg = compose("train", overrides=["experiment=optuna"], return_hydra_config=True)
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
     assert "optim.lr" in cfg.hydra.sweeper.params
+
+
+def test_calibration_scale_makes_68_percent_intervals():
+    rng = np.random.default_rng(0)
+    true_sigma = np.array([0.5, 2.0])
+    z_true = rng.normal(0, true_sigma, size=(20000, 2))
+    z_pred = np.zeros_like(z_true)
+    sigma_z = np.ones_like(z_true)  # the network says 1; the truth is 0.5 and 2
+    scale = calibration_scale(z_true, z_pred, sigma_z)
+    assert scale == pytest.approx(true_sigma, rel=0.03)
+
+
+def test_nll_training_stores_sigma_calibration(train_config, tmp_path):
+    train(train_config("loss=gaussian_nll", "target=[mag,q]"), tmp_path / "run")
+    ckpt = load(tmp_path / "run" / "last.pt")
+    scale = np.array(ckpt["label_scaler"]["sigma_scale"])
+    assert scale.shape == (7, 2) and np.all(scale > 0)  # 6 edges; tiny bins take the overall one
+    row = next(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert float(row["q_sigma_scale"]) == pytest.approx(scale[0, 1])
+    scaler = LabelScaler.from_state(ckpt["label_scaler"])
+    _, sigma = scaler.decode(np.zeros((1, 2)), np.ones((1, 2)))
+    assert sigma[0, 1] == pytest.approx(scale[0, 1] * scaler.std[1])
+
+
+def test_calibration_per_predicted_magnitude_bin():
+    rng = np.random.default_rng(1)
+    mag = rng.uniform(18, 25, 20000)
+    true_sigma = np.where(mag < 21, 0.5, 2.0)  # bright sigmas too large, faint too small
+    z_true = rng.normal(0, true_sigma)[:, None]
+    scale = calibration_scale(z_true, np.zeros_like(z_true), np.ones_like(z_true), mag, [21])
+    assert scale[:, 0] == pytest.approx([0.5, 2.0], rel=0.05)
+    scaler = LabelScaler(["mag"], ["identity"], np.zeros(1), np.ones(1), scale, [21.0])
+    _, sigma = scaler.decode(np.array([[19.0], [23.0]]), np.ones((2, 1)))
+    assert sigma[:, 0] == pytest.approx(scale[:, 0])
+
+
+def test_full_cpu_stage2_experiment_composes():
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["experiment=full_cpu_stage2", "init_from=x.pt"])
+    assert cfg.loss == "gaussian_nll" and cfg.nll_beta == 0.5 and cfg.init_from == "x.pt"
+    assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == 5.0e-4
