@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from fitnet.inputs import StampMaker, iter_stamps
 from fitnet.prediction import Predictor, predict_table
+from simulate.priors import FIT_LABELS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -147,7 +148,7 @@ def main():
     psf = psf_image(instantiate(sim.instrument.psf), instrument["pixel_scale_arcsec"])
     with h5py.File(data) as f:
         images = f["images"][: args.fit]
-        true = {k: f["params"][k][: args.fit] for k in ("mag", "n", "re", "q")}
+        true = {k: f["params"][k][: args.fit] for k in FIT_LABELS}
     fits = [fit_sersic(image, psf, instrument) for image in images]
     seconds = np.array([r["seconds"] for r in fits])
     ok = np.array([r["ok"] for r in fits])
@@ -158,7 +159,7 @@ def main():
         f"  {seconds.mean():.2f} s per galaxy on average (median {np.median(seconds):.2f}, max {seconds.max():.2f}); "
         f"{ok.mean():.0%} converged"
     )
-    for name in ("mag", "n", "re", "q"):
+    for name in FIT_LABELS:
         fitted = np.array([r[name] for r in fits])
         err = (
             fitted - true[name]

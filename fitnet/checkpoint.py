@@ -9,14 +9,13 @@ optimiser, scheduler and random-number states and the metric history.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from simulate.io import package_version
+from simulate.io import atomic_path, package_version
 
 from .data import ImageNorm
 from .labels import LabelScaler
@@ -56,10 +55,8 @@ def build_model(
 
 def save(path: Path, payload: dict) -> None:
     """``torch.save`` under a temporary name, then rename (a kill never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

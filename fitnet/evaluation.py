@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import h5py
@@ -18,10 +17,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from simulate.io import atomic_path
+
 from .data import DataError, describe_split, read_labels
 from .inputs import StampMaker, iter_stamps
 from .labels import spec_error
-from .metrics import markdown, report
+from .metrics import markdown, report, summarize
 from .plots import plot_gallery, plot_history, plot_residuals
 from .predicting import checkpoints
 from .prediction import Predictor, predict_table, write_table
@@ -88,7 +89,7 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     }
     fitter = _compare_baseline(cfg, table, good, true, predictor, bins) if cfg.baseline else None
     if fitter:
-        summary["baseline"] = {k: v for k, v in fitter.items() if k not in ("rows", "values")}
+        summary["baseline"] = fitter
     _write_text(output_dir / "metrics.json", json.dumps(summary, indent=2))
     header = (
         f"# Evaluation of {', '.join(predictor.paths)}\n\non `{data}`: {good.sum()} galaxies "
@@ -108,9 +109,9 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
         table[f"true_{name}"] = true[name]
     write_table(table, output_dir / "predictions.csv")
 
+    edges = np.arange(cfg.mag_bins[0], cfg.mag_bins[-1] + 1e-9, cfg.running_bin_width)
     for name in predictor.labels:
         errors = spec_error(name, pred[name], truth[name])
-        edges = np.arange(cfg.mag_bins[0], cfg.mag_bins[-1] + 1e-9, cfg.running_bin_width)
         plot_residuals(
             name,
             truth[name],
@@ -167,15 +168,12 @@ def _compare_baseline(cfg, table, good, true, predictor: Predictor, bins) -> dic
         else float("nan"),
         "network": report(network, truth, mag, snr, *bins),
         "fitter": report(values, truth, mag, snr, *bins),
-        "rows": rows,
-        "values": values,
     }
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _gallery(cfg, data: Path, table, predictor: Predictor, true: dict, output_dir: Path) -> None:
@@ -186,7 +184,7 @@ def _gallery(cfg, data: Path, table, predictor: Predictor, true: dict, output_di
     score = np.zeros(len(good))
     for name in predictor.labels:
         errors = spec_error(name, np.asarray(table[name])[good], true[name][good])
-        scatter = 0.5 * np.subtract(*np.percentile(errors, [84, 16])) or 1.0
+        scatter = summarize(errors)["scatter"] or 1.0
         score = np.maximum(score, np.abs(errors) / scatter)
     worst = good[np.argsort(score)[::-1][: cfg.gallery // 2]]
     rng = np.random.default_rng(cfg.seed)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from simulate.pipeline import resolve_workers
+from simulate.priors import FIT_LABELS as LABELS
 from simulate.stamps import placement
 
 from .data import DataError, describe_split
@@ -33,7 +34,6 @@ from .prediction import UNITS, write_table
 log = logging.getLogger(__name__)
 
 FLAG_FIT_FAILED = 16
-LABELS = ("mag", "n", "re", "q")
 _STATE: dict = {}
 
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulate.priors import LABEL_UNITS
+from simulate.priors import FIT_LABELS, LABEL_UNITS
 
 #: Labels the network can regress, with units (SPEC section 2). Flips and 90-degree rotations
 #: of a stamp leave all of them unchanged, so augmentation needs no label update.
-TARGETS = {name: LABEL_UNITS[name] for name in ("mag", "n", "re", "q")}
+TARGETS = {name: LABEL_UNITS[name] for name in FIT_LABELS}
 TRANSFORMS = ("identity", "log")
 
 

@@ -40,11 +40,11 @@ def label_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> d
     return {name: summarize(spec_error(name, pred[name], true[name])) for name in pred}
 
 
-def binned(errors: np.ndarray, values: np.ndarray, edges) -> list[dict]:
-    """``summarize`` of ``errors`` in bins of ``values`` with the given edges (lo <= v < hi)."""
-    return [
-        {"lo": lo, "hi": hi, **summarize(errors[inside])} for lo, hi, inside in _bins(values, edges)
-    ]
+def binned(errors: np.ndarray, values: np.ndarray, edges, stats=None) -> list[dict]:
+    """Per bin of ``values`` with the given edges (lo <= v < hi): ``lo``, ``hi`` and
+    ``stats(inside)`` (a boolean mask of the bin), by default ``summarize(errors[inside])``."""
+    stats = stats or (lambda inside: summarize(errors[inside]))
+    return [{"lo": lo, "hi": hi, **stats(inside)} for lo, hi, inside in _bins(values, edges)]
 
 
 COVERAGE = {"cover68": 1.0, "cover95": 1.959964}  # |z| limits of the 68% and 95% intervals
@@ -108,12 +108,8 @@ def report(pred, true, mag, snr, mag_bins, snr_bins, sigma=None, transforms=None
         everything = np.ones(len(errors), dtype=bool)
         out[name] = {
             "all": stats(everything),
-            "mag_bins": [
-                {"lo": lo, "hi": hi, **stats(inside)} for lo, hi, inside in _bins(mag, mag_bins)
-            ],
-            "snr_bins": [
-                {"lo": lo, "hi": hi, **stats(inside)} for lo, hi, inside in _bins(snr, snr_bins)
-            ],
+            "mag_bins": binned(errors, mag, mag_bins, stats),
+            "snr_bins": binned(errors, snr, snr_bins, stats),
         }
     return out
 

@@ -11,7 +11,6 @@ import csv
 import io
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+
+from simulate.io import atomic_path
 
 from . import checkpoint
 from .data import (
@@ -150,9 +151,8 @@ def write_csv(path: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(history)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
 
 
 def train(cfg: DictConfig, output_dir: str | Path) -> float:
@@ -225,6 +225,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         val_path, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
     )
     val_true = read_labels(val_path, targets)
+    val_z = scaler.encode(val_true)  # standardised, for the sigma calibration
     log.info(
         "training %s for %s on %s: %d train / %d val stamps of %d px, %d parameters, seed %d -> %s",
         type(model).__name__,
@@ -274,7 +275,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
             by_mag = "mag" in targets and len(cfg.calibration.mag_edges) > 0
             scaler.sigma_mag_edges = list(cfg.calibration.mag_edges) if by_mag else None
             scaler.sigma_scale = calibration_scale(
-                scaler.encode(val_true),
+                val_z,
                 mean,
                 sigma_z,
                 pred[:, targets.index("mag")] if by_mag else None,
@@ -303,7 +304,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
                 }
             )
         if scaler.sigma_scale is not None:  # the overall factor; per-bin ones are in the checkpoint
-            overall = calibration_scale(scaler.encode(val_true), mean, sigma_z)
+            overall = calibration_scale(val_z, mean, sigma_z)
             row.update({f"{n}_sigma_scale": s for n, s in zip(targets, overall, strict=True)})
         history.append(row)
         improved = val_loss < best

@@ -22,7 +22,6 @@ from .noise import variance_map
 from .render import StampRenderer
 
 PARAMETERS = ("mag", "n", "ln_re", "q", "pa", "x", "y")
-LABELS = ("mag", "n", "re", "q")
 
 
 def _n_neighbours(n: float, grid: np.ndarray | None, rel_step: float) -> tuple[float, float]:
@@ -47,24 +46,25 @@ def fisher_matrix(
     base = renderer.render(**p) if base is None else base
     inv_var = 1.0 / variance_map(base, instrument)
 
-    def render(**change):
-        return renderer.render(**{**p, **change})
+    def slope(key: str, lo: float, hi: float, width: float) -> np.ndarray:
+        """(render at key=hi - render at key=lo) / width: the derivative per unit parameter."""
+        return (renderer.render(**{**p, key: hi}) - renderer.render(**{**p, key: lo})) / width
 
-    derivs = []
-    d = steps.mag
-    derivs.append((render(mag=p["mag"] + d) - render(mag=p["mag"] - d)) / (2 * d))
-    lo, hi = _n_neighbours(p["n"], n_grid, steps.n_relative)
-    derivs.append((render(n=hi) - render(n=lo)) / (hi - lo))
+    def central(key: str, step: float) -> np.ndarray:
+        return slope(key, p[key] - step, p[key] + step, 2 * step)
+
+    n_lo, n_hi = _n_neighbours(p["n"], n_grid, steps.n_relative)
     d = steps.ln_re
-    derivs.append((render(re=p["re"] * math.exp(d)) - render(re=p["re"] * math.exp(-d))) / (2 * d))
-    d = steps.q
-    q_hi, q_lo = min(p["q"] + d, 1.0), p["q"] - d  # q may not exceed 1: one-sided there
-    derivs.append((render(q=q_hi) - render(q=q_lo)) / (q_hi - q_lo))
-    d = steps.pa
-    derivs.append((render(pa=p["pa"] + d) - render(pa=p["pa"] - d)) / (2 * d))
-    d = steps.offset
-    derivs.append((render(dx=p["dx"] + d) - render(dx=p["dx"] - d)) / (2 * d))
-    derivs.append((render(dy=p["dy"] + d) - render(dy=p["dy"] - d)) / (2 * d))
+    q_hi, q_lo = min(p["q"] + steps.q, 1.0), p["q"] - steps.q  # q may not exceed 1: one-sided
+    derivs = [
+        central("mag", steps.mag),
+        slope("n", n_lo, n_hi, n_hi - n_lo),
+        slope("re", p["re"] * math.exp(-d), p["re"] * math.exp(d), 2 * d),  # per unit ln re
+        slope("q", q_lo, q_hi, q_hi - q_lo),
+        central("pa", steps.pa),
+        central("dx", steps.offset),
+        central("dy", steps.offset),
+    ]
     D = np.stack([x.ravel() for x in derivs])  # (7, pixels)
     return (D * inv_var.ravel()) @ D.T
 

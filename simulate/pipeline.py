@@ -32,11 +32,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .bounds import LABELS, fisher_matrix, label_bounds
+from .bounds import fisher_matrix, label_bounds
 from .config import split_ranges, validate
 from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
 from .noise import add_noise, background_rms, matched_filter_snr
-from .priors import draw_parameters, n_grid
+from .priors import FIT_LABELS, draw_parameters, n_grid
 from .render import StampRenderer, flux_from_mag
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def render_block(
     m, s = len(params["index"]), renderer.stamp_size
     images = np.empty((m, s, s), dtype=np.float32)
     extra = {name: np.empty(m) for name in ("flux", "flux_stamp", "snr", "x_center", "y_center")}
-    extra.update({f"crb_{label}": np.full(m, np.nan) for label in LABELS})
+    extra.update({f"crb_{label}": np.full(m, np.nan) for label in FIT_LABELS})
     crb = params.get("crb", np.zeros(m, dtype=bool))
     for k in range(m):
         p = {name: params[name][k] for name in ("n", "re", "q", "pa", "mag", "dx", "dy", "size")}

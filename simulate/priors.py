@@ -21,6 +21,10 @@ LABEL_UNITS = {
     "size": "pixel",
 }
 
+#: The structural labels a Sersic fit measures: what the network regresses, the Cramer-Rao
+#: bounds cover and the classical fitter reports.
+FIT_LABELS = ("mag", "n", "re", "q")
+
 LABEL_DESCRIPTIONS = {
     "mag": "total AB magnitude of the whole Sersic profile (all its flux, not only the stamp's)",
     "n": "Sersic index of the profile drawn (rounded to the render n grid)",
