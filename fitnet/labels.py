@@ -131,23 +131,22 @@ ONE_SIGMA_COVERAGE = 0.6826894921370859
 
 
 def calibration_scale(
-    z_true: np.ndarray,
-    z_pred: np.ndarray,
-    sigma_z: np.ndarray,
+    scores: np.ndarray,
     mag_pred: np.ndarray | None = None,
     mag_edges: list[float] | None = None,
     min_count: int = 1,
 ) -> np.ndarray:
-    """Per label, the factor s that puts 68.27% of ``|z_true - z_pred| / (s sigma_z)`` below 1.
+    """Per label, the factor s that puts 68.27% of ``|scores| / s`` below 1.
 
-    Measured on the validation split after every epoch: a network trained with the Gaussian NLL
-    for a few epochs does not yet give sigmas of the right size, and this factor makes the 68%
-    intervals right on held-out data (temperature scaling for regression). With ``mag_pred``
-    (AB mag) and ``mag_edges``, one factor per bin of predicted magnitude, shape (bins, T): the
-    sigmas of bright and faint galaxies are off by different factors. A bin with fewer than
-    ``min_count`` galaxies takes the overall factor.
+    ``scores`` (N, T) are the standard scores (true - predicted) / sigma of held-out galaxies in
+    the network's standardised units. A network trained with the Gaussian NLL for a few epochs
+    does not yet give sigmas of the right size, and this factor makes the 68% intervals right on
+    held-out data (temperature scaling for regression). With ``mag_pred`` (AB mag) and
+    ``mag_edges``, one factor per bin of predicted magnitude, shape (bins, T): the sigmas of
+    bright and faint galaxies are off by different factors. A bin with fewer than ``min_count``
+    galaxies takes the overall factor.
     """
-    ratio = np.abs(np.asarray(z_true) - np.asarray(z_pred)) / np.asarray(sigma_z)
+    ratio = np.abs(np.asarray(scores, dtype=float))
     overall = np.quantile(ratio, ONE_SIGMA_COVERAGE, axis=0)
     if mag_pred is None or not mag_edges:
         return overall

@@ -57,6 +57,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def validate_calibration(calibration: DictConfig) -> None:
+    """Check the ``calibration`` group (conf/calibration) shared by train and calibrate."""
+    edges = list(calibration.mag_edges)
+    if edges != sorted(set(edges)):
+        raise TrainConfigError(
+            f"calibration.mag_edges={edges} must be strictly increasing magnitudes (or [])"
+        )
+    if not calibration.min_count >= 1:
+        raise TrainConfigError(f"calibration.min_count={calibration.min_count} must be >= 1")
+
+
 def validate(cfg: DictConfig) -> list[str]:
     """Check the options that are not checked elsewhere; return the target list."""
     targets = parse_targets(
@@ -71,13 +82,7 @@ def validate(cfg: DictConfig) -> list[str]:
         raise TrainConfigError(f"image_norm.softening={cfg.image_norm.softening} must be > 0")
     if not 0 <= cfg.nll_beta <= 1:
         raise TrainConfigError(f"nll_beta={cfg.nll_beta} is not allowed: must be in [0, 1]")
-    edges = list(cfg.calibration.mag_edges)
-    if edges != sorted(set(edges)):
-        raise TrainConfigError(
-            f"calibration.mag_edges={edges} must be strictly increasing magnitudes (or [])"
-        )
-    if not cfg.calibration.min_count >= 1:
-        raise TrainConfigError(f"calibration.min_count={cfg.calibration.min_count} must be >= 1")
+    validate_calibration(cfg.calibration)
     if cfg.resume and cfg.init_from:
         raise TrainConfigError(
             "resume and init_from are both set: resume continues a killed run, init_from starts "
@@ -274,10 +279,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         if sigma_z is not None:
             by_mag = "mag" in targets and len(cfg.calibration.mag_edges) > 0
             scaler.sigma_mag_edges = list(cfg.calibration.mag_edges) if by_mag else None
+            scores = (val_z - mean) / sigma_z
             scaler.sigma_scale = calibration_scale(
-                val_z,
-                mean,
-                sigma_z,
+                scores,
                 pred[:, targets.index("mag")] if by_mag else None,
                 scaler.sigma_mag_edges,
                 cfg.calibration.min_count,
@@ -304,7 +308,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
                 }
             )
         if scaler.sigma_scale is not None:  # the overall factor; per-bin ones are in the checkpoint
-            overall = calibration_scale(val_z, mean, sigma_z)
+            overall = calibration_scale(scores)
             row.update({f"{n}_sigma_scale": s for n, s in zip(targets, overall, strict=True)})
         history.append(row)
         improved = val_loss < best

@@ -236,9 +236,8 @@ def test_calibration_scale_makes_68_percent_intervals():
     rng = np.random.default_rng(0)
     true_sigma = np.array([0.5, 2.0])
     z_true = rng.normal(0, true_sigma, size=(20000, 2))
-    z_pred = np.zeros_like(z_true)
-    sigma_z = np.ones_like(z_true)  # the network says 1; the truth is 0.5 and 2
-    scale = calibration_scale(z_true, z_pred, sigma_z)
+    # the network predicts 0 with sigma 1; the true errors have sigma 0.5 and 2
+    scale = calibration_scale(z_true)
     assert scale == pytest.approx(true_sigma, rel=0.03)
 
 
@@ -259,7 +258,7 @@ def test_calibration_per_predicted_magnitude_bin():
     mag = rng.uniform(18, 25, 20000)
     true_sigma = np.where(mag < 21, 0.5, 2.0)  # bright sigmas too large, faint too small
     z_true = rng.normal(0, true_sigma)[:, None]
-    scale = calibration_scale(z_true, np.zeros_like(z_true), np.ones_like(z_true), mag, [21])
+    scale = calibration_scale(z_true, mag, [21])
     assert scale[:, 0] == pytest.approx([0.5, 2.0], rel=0.05)
     scaler = LabelScaler(["mag"], ["identity"], np.zeros(1), np.ones(1), scale, [21.0])
     _, sigma = scaler.decode(np.array([[19.0], [23.0]]), np.ones((2, 1)))
@@ -272,3 +271,11 @@ def test_full_cpu_stage2_experiment_composes():
     cfg = compose_config("train", ["experiment=full_cpu_stage2", "init_from=x.pt"])
     assert cfg.loss == "gaussian_nll" and cfg.nll_beta == 0.5 and cfg.init_from == "x.pt"
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == 5.0e-4
+
+
+def test_full_cpu_stage3_experiment_composes():
+    from conftest import compose_config
+
+    cfg = compose_config("train", ["experiment=full_cpu_stage3", "init_from=x.pt"])
+    assert cfg.loss == "gaussian_nll" and cfg.nll_beta == 0.5 and cfg.epochs == 12
+    assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == 3.0e-4
