@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,17 @@ TINY_SIM = [
     "prior.size.max=90",
     "prior.re.max=0.6",
 ]
+
+
+def run_module(module: str, *args, cwd, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m module args...`` in ``cwd``, as a user runs it; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def compose_config(name: str, overrides=()) -> object:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SIM, TINY_TRAIN, compose_config
+from conftest import TINY_SIM, TINY_TRAIN, compose_config, run_module
 
 from fitnet.calibrating import run_calibrate
 from fitnet.checkpoint import CheckpointError, load
@@ -117,21 +114,14 @@ def test_model_without_sigmas_is_refused(tiny_ckpt, calib_data, tmp_path):
 
 def test_command_line(nll_ckpt, calib_data, tmp_path):
     out = tmp_path / "calibrated.pt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fitnet.calibrate",
-            f"ckpt={nll_ckpt}",
-            f"data=[{calib_data / 'val.h5'},{calib_data / 'test.h5'}]",
-            f"output={out}",
-            "device=cpu",
-            "calibration.min_count=5",
-        ],
+    result = run_module(
+        "fitnet.calibrate",
+        f"ckpt={nll_ckpt}",
+        f"data=[{calib_data / 'val.h5'},{calib_data / 'test.h5'}]",
+        f"output={out}",
+        "device=cpu",
+        "calibration.min_count=5",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert load(out)["calibration"]["n_galaxies"] == 12

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_module
 
 from fitnet.evaluation import run_evaluate
 from fitnet.metrics import binned, report, summarize
@@ -82,12 +80,8 @@ def test_combined_single_target_checkpoints(train_config, tiny_data, tmp_path):
 
 
 def test_command_line(tiny_ckpt, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "fitnet.evaluate", f"ckpt={tiny_ckpt}", "device=cpu", "gallery=2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_module(
+        "fitnet.evaluate", f"ckpt={tiny_ckpt}", "device=cpu", "gallery=2", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "outputs").glob("evaluate/*/*/metrics.md"))

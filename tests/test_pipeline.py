@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import run_module
 
 from simulate import pipeline
 from simulate.io import SPLITS, read_params
@@ -122,13 +121,7 @@ def test_files_describe_themselves(sim_config, tmp_path):
 
 
 def run_cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "simulate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("simulate", *args, cwd=cwd)
 
 
 def test_command_line_run(tmp_path):

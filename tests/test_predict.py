@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import compose_config
+from conftest import compose_config, run_module
 
 from fitnet.checkpoint import CheckpointError
 from fitnet.inputs import (
@@ -203,20 +200,13 @@ def test_pixel_scale_from_wcs():
 
 
 def test_command_line(tiny_ckpt, tiny_data, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fitnet.predict",
-            f"ckpt={tiny_ckpt}",
-            f"input={tiny_data / 'val.h5'}",
-            "output=cat.fits",
-            "device=cpu",
-        ],
+    result = run_module(
+        "fitnet.predict",
+        f"ckpt={tiny_ckpt}",
+        f"input={tiny_data / 'val.h5'}",
+        "output=cat.fits",
+        "device=cpu",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert len(Table.read(tmp_path / "cat.fits")) == 4

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import run_module
 
 from fitnet import training
 from fitnet.checkpoint import CheckpointError, load, load_model
@@ -83,19 +82,13 @@ def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
 def test_multirun_of_two_targets(tiny_data, tmp_path):
     from conftest import TINY_TRAIN
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fitnet.train",
-            "-m",
-            "target=mag,q",
-            f"data_dir={tiny_data}",
-            *TINY_TRAIN,
-        ],
+    result = run_module(
+        "fitnet.train",
+        "-m",
+        "target=mag,q",
+        f"data_dir={tiny_data}",
+        *TINY_TRAIN,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
