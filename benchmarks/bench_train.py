@@ -4,7 +4,8 @@
     python benchmarks/bench_train.py --steps 50 model=resnet
 
 For every device available (CPU always, CUDA when present) it times optimisation steps of the
-configured model (default: DeepLeGATo, batch 64, bf16 autocast on CUDA):
+configured model (default: DeepLeGATo, batch 64, bf16 autocast on CUDA, and on the CPU with
+amp_cpu=true, when a float32 synthetic row is added as the baseline):
   - synthetic: one random batch already on the device, reused every step (no data cost);
   - memory:    the training split in memory (on the device), shuffled, with augmentation;
   - stream:    the training split streamed from HDF5 by DataLoader workers.
@@ -132,6 +133,12 @@ def main():
             data_cfg = OmegaConf.create({"max_memory_gb": max_gb, "num_workers": workers})
             sources[key] = make_batches(path, attrs, norm, scaler, cfg.batch_size, device, data_cfg)
         batch = (x, y)
+        # with bf16 autocast on this device, float32 steps on the same batch are the baseline
+        bf16 = cfg.amp and (device.type == "cuda" or cfg.amp_cpu)
+        step_cfg = {key: cfg for key in sources}
+        if bf16:
+            sources["synthetic-fp32"] = None
+            step_cfg["synthetic-fp32"] = OmegaConf.merge(cfg, {"amp": False})
         # Alternate the three sources over several rounds so drifts of the machine hit all alike.
         rates = {key: [] for key in sources}
         for _ in range(args.rounds):
@@ -143,7 +150,9 @@ def main():
                 )
                 augment = cfg.augment and batches is not None
                 rates[key].append(
-                    time_steps(model, optimizer, it, args.steps, cfg, device, augment, generator)
+                    time_steps(
+                        model, optimizer, it, args.steps, step_cfg[key], device, augment, generator
+                    )
                 )
         synthetic, in_memory, streamed = (
             float(np.median(rates[k])) for k in ("synthetic", "memory", "stream")
@@ -158,6 +167,12 @@ def main():
             f"  streamed from HDF5        : {streamed:9.1f} images/s  "
             f"(pipeline share {1 - streamed / synthetic:+.1%}; {cfg.data.num_workers} workers)"
         )
+        if bf16:
+            fp32 = float(np.median(rates["synthetic-fp32"]))
+            print(
+                f"  synthetic batch, float32  : {fp32:9.1f} images/s  "
+                f"(bf16 autocast is {synthetic / fp32:.2f}x faster)"
+            )
         print(f"  -> one epoch of 40,000 stamps: {40000 / in_memory / 60:.1f} min in memory")
     if tmp is not None:
         tmp.cleanup()

@@ -96,11 +96,12 @@ def validate(cfg: DictConfig) -> list[str]:
     return targets
 
 
-def evaluate(model, batches, loss: str, amp: bool):
+def evaluate(model, batches, cfg):
     """Mean loss and model outputs over all batches in order: (loss, means, sigmas or None)."""
+    loss = cfg.loss
     model.eval()
     means, sigmas, total, count = [], [], 0.0, 0
-    with torch.no_grad(), autocast(batches.device, amp):
+    with torch.no_grad(), autocast(batches.device, cfg):
         for x, y in batches.iterate(None):
             out = model(x.contiguous(memory_format=torch.channels_last)).float()
             total += loss_value(out, y, loss).item() * len(x)  # plain NLL: a proper score
@@ -141,10 +142,10 @@ def loss_value(
     return nll.mean()
 
 
-def autocast(device: torch.device, amp: bool):
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"
-    )
+def autocast(device: torch.device, cfg) -> torch.autocast:
+    """bf16 autocast where ``cfg.amp`` asks for it: on CUDA, and on the CPU with ``cfg.amp_cpu``."""
+    enabled = cfg.amp and (device.type == "cuda" or cfg.amp_cpu)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def write_csv(path: Path, history: list[dict]) -> None:
@@ -274,7 +275,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(step_model, optimizer, train_batches, generator, cfg, epoch)
-        val_loss, mean, sigma_z = evaluate(step_model, val_batches, cfg.loss, cfg.amp)
+        val_loss, mean, sigma_z = evaluate(step_model, val_batches, cfg)
         pred, _ = scaler.decode(mean)
         if sigma_z is not None:
             by_mag = "mag" in targets and len(cfg.calibration.mag_edges) > 0
@@ -366,7 +367,7 @@ def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.T
         x = dihedral(x, generator)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(x.device, cfg.amp):
+    with autocast(x.device, cfg):
         out = model(x)
     loss = loss_value(out, y, cfg.loss, cfg.nll_beta)
     optimizer.zero_grad(set_to_none=True)

@@ -272,3 +272,18 @@ def test_full_cpu_stage3_experiment_composes():
     cfg = compose_config("train", ["experiment=full_cpu_stage3", "init_from=x.pt"])
     assert cfg.loss == "gaussian_nll" and cfg.nll_beta == 0.5 and cfg.epochs == 12
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == 3.0e-4
+
+
+@pytest.mark.parametrize(("amp_cpu", "dtype"), [(False, torch.float32), (True, torch.bfloat16)])
+def test_cpu_runs_bf16_only_with_amp_cpu(amp_cpu, dtype):
+    from conftest import compose_config
+
+    cfg = compose_config("train", [f"amp_cpu={amp_cpu}"])
+    layer = torch.nn.Linear(4, 2)
+    with training.autocast(torch.device("cpu"), cfg):
+        assert layer(torch.ones(1, 4)).dtype == dtype
+
+
+def test_bf16_cpu_training_run_is_finite(train_config, tmp_path):
+    best = train(train_config("amp_cpu=true", "loss=gaussian_nll"), tmp_path / "run")
+    assert math.isfinite(best)
