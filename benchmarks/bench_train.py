@@ -35,7 +35,7 @@ from fitnet.data import (
     split_path,
 )
 from fitnet.labels import LabelScaler, parse_targets
-from fitnet.training import train_step
+from fitnet.training import amp_enabled, train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -134,7 +134,7 @@ def main():
             sources[key] = make_batches(path, attrs, norm, scaler, cfg.batch_size, device, data_cfg)
         batch = (x, y)
         # with bf16 autocast on this device, float32 steps on the same batch are the baseline
-        bf16 = cfg.amp and (device.type == "cuda" or cfg.amp_cpu)
+        bf16 = amp_enabled(cfg, device)
         step_cfg = {key: cfg for key in sources}
         if bf16:
             sources["synthetic-fp32"] = None

@@ -142,9 +142,14 @@ def loss_value(
     return nll.mean()
 
 
+def amp_enabled(cfg, device: torch.device) -> bool:
+    """Whether training runs in bf16 autocast on ``device``: ``cfg.amp`` on CUDA, and on the CPU
+    only with ``cfg.amp_cpu`` as well."""
+    return bool(cfg.amp) and (device.type == "cuda" or bool(cfg.amp_cpu))
+
+
 def autocast(device: torch.device, cfg) -> torch.autocast:
-    """bf16 autocast where ``cfg.amp`` asks for it: on CUDA, and on the CPU with ``cfg.amp_cpu``."""
-    enabled = cfg.amp and (device.type == "cuda" or cfg.amp_cpu)
+    enabled = amp_enabled(cfg, device)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
