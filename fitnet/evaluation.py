@@ -57,6 +57,8 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
             f"{data} has no /params/mag: the true magnitude is needed for the magnitude bins"
         )
     true = read_labels(data, sorted(set(predictor.labels) | set(extra)))
+    # a file without the noiseless S/N still gets every magnitude bin; its S/N bins stay empty
+    true.setdefault("snr", np.full(len(true["mag"]), np.nan))
     maker = StampMaker(predictor.image_size, predictor.noise_rms)
     stamps = iter_stamps(data, maker, predictor.pixel_scale)
     with tqdm(
@@ -71,7 +73,7 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     pred = {name: np.asarray(table[name])[good] for name in predictor.labels}
     truth = {name: true[name][good] for name in predictor.labels}
     mag = true["mag"][good]
-    snr = true["snr"][good] if "snr" in true else np.full(good.sum(), np.nan)
+    snr = true["snr"][good]
     sigma = {
         n: np.asarray(table[f"{n}_err"])[good] for n in predictor.labels if predictor.has_sigma[n]
     }
@@ -153,7 +155,7 @@ def _compare_baseline(cfg, table, good, true, predictor: Predictor, bins) -> dic
         [np.isfinite(np.asarray(fits[n], dtype=float)) for n in predictor.labels], axis=0
     )
     rows, fits = rows[usable], fits[usable]
-    mag, snr = true["mag"][rows], true.get("snr", np.full(len(true["mag"]), np.nan))[rows]
+    mag, snr = true["mag"][rows], true["snr"][rows]
     truth = {n: true[n][rows] for n in predictor.labels}
     values = {n: np.asarray(fits[n], dtype=float) for n in predictor.labels}
     network = {n: np.asarray(table[n], dtype=float)[rows] for n in predictor.labels}

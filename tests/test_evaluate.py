@@ -136,3 +136,18 @@ def test_coverage_of_exact_gaussian_errors():
     cover = calibration(z)
     assert cover["cover68"] == pytest.approx(0.6827, abs=0.01)
     assert cover["cover95"] == pytest.approx(0.95, abs=0.005)
+
+
+def test_file_without_snr_gets_magnitude_bins_only(tiny_ckpt, tiny_data, tmp_path):
+    import shutil
+
+    import h5py
+
+    data = tmp_path / "no_snr.h5"
+    shutil.copy(tiny_data / "test.h5", data)
+    with h5py.File(data, "a") as f:
+        del f["params/snr"]
+    summary = run_evaluate(evaluate_config(f"ckpt={tiny_ckpt}", f"data={data}"), tmp_path / "e")
+    mag = summary["labels"]["mag"]
+    assert sum(b["count"] for b in mag["snr_bins"]) == 0
+    assert mag["all"]["count"] == 4 and math.isfinite(mag["all"]["scatter"])
