@@ -10,6 +10,7 @@ how they were measured (``payload["calibration"]``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import DataError, describe_split, read_labels
 from .inputs import StampMaker, iter_stamps
-from .labels import calibration_scale
 from .metrics import calibration, standard_scores
 from .predicting import as_list, checkpoints
 from .prediction import Predictor, predict_table
@@ -29,8 +29,9 @@ from .training import resolve_device, validate_calibration
 log = logging.getLogger(__name__)
 
 
-def check_independent(payload: dict, paths: list[Path]) -> None:
-    """Raise DataError if a calibration file holds galaxies of the checkpoint's training split.
+def check_independent(payload: dict, files: dict[Path, dict]) -> None:
+    """Raise DataError if a calibration file (path -> its ``describe_split`` attributes) holds
+    galaxies of the checkpoint's training split.
 
     Galaxy i of master seed s is the same galaxy in every file the simulator writes, so a set
     made with the training seed overlaps the training split wherever the index ranges overlap.
@@ -45,8 +46,7 @@ def check_independent(payload: dict, paths: list[Path]) -> None:
         )
         return
     t = describe_split(train)
-    for path in paths:
-        a = describe_split(path)
+    for path, a in files.items():
         same_seed = a.get("master_seed") == t.get("master_seed")
         if (
             same_seed
@@ -61,12 +61,13 @@ def check_independent(payload: dict, paths: list[Path]) -> None:
             )
 
 
-def standard_scores_on(predictor: Predictor, path: Path, batch_size: int, progress: bool):
-    """Standard scores (N, T) of the predictions on file ``path``, and the predicted mag (N,)."""
-    describe_split(path, predictor.labels)
+def standard_scores_on(
+    predictor: Predictor, path: Path, n_images: int, batch_size: int, progress: bool
+):
+    """Standard scores (N, T) of the predictions on file ``path``, and the predicted mag (N, AB
+    mag; None when mag is not a label)."""
     true = read_labels(path, predictor.labels)
     maker = StampMaker(predictor.image_size, predictor.noise_rms)
-    n_images = len(true[predictor.labels[0]])
     with tqdm(
         total=n_images, unit="img", desc=f"calibrate {path.name}", disable=not progress
     ) as bar:
@@ -108,7 +109,6 @@ def run_calibrate(cfg: DictConfig) -> dict:
     if output.suffix != ".pt":
         raise ValueError(f"output={output} must be a .pt checkpoint path")
     validate_calibration(cfg.calibration)
-    edges = list(cfg.calibration.mag_edges)
 
     predictor = Predictor(ckpts, resolve_device(cfg.device), cfg.amp)
     payload = predictor.payload
@@ -117,43 +117,37 @@ def run_calibrate(cfg: DictConfig) -> dict:
             f"{ckpts[0]} was trained with loss={payload['loss']}: only gaussian_nll models "
             "predict sigmas to calibrate"
         )
-    check_independent(payload, paths)
+    # every file checked (layout, labels, galaxies) before any prediction
+    files = {p: describe_split(p, predictor.labels) for p in paths}
+    check_independent(payload, files)
     scaler = predictor.members[0][1]
-    before = scaler.sigma_scale, scaler.sigma_mag_edges
+    old = dataclasses.replace(scaler)
     scaler.sigma_scale = None  # measure against the network's raw sigmas
 
     parts = [
-        standard_scores_on(predictor, p, cfg.batch_size[predictor.device.type], cfg.progress)
-        for p in paths
+        standard_scores_on(
+            predictor, p, a["n_images"], cfg.batch_size[predictor.device.type], cfg.progress
+        )
+        for p, a in files.items()
     ]
     scores = np.concatenate([s for s, _ in parts])
     mag = None if parts[0][1] is None else np.concatenate([m for _, m in parts])
-    by_mag = mag is not None and len(edges) > 0
-    scale = calibration_scale(scores, mag if by_mag else None, edges, cfg.calibration.min_count)
+    scaler.calibrate(scores, mag, cfg.calibration.mag_edges, cfg.calibration.min_count)
 
-    def coverage(scale_rows, mag_edges):
-        """68% coverage per label of the calibration set under the given factors."""
-        if scale_rows is None:
-            factors = np.ones_like(scores)
-        elif np.ndim(scale_rows) == 2:
-            factors = np.asarray(scale_rows)[np.digitize(mag, mag_edges)]
-        else:
-            factors = np.broadcast_to(scale_rows, scores.shape)
-        return {
-            name: calibration(scores[:, j] / factors[:, j])["cover68"]
-            for j, name in enumerate(predictor.labels)
-        }
+    def coverage(s) -> dict[str, float]:
+        """68% coverage per label of the calibration set under the factors of scaler ``s``."""
+        z = scores / s.sigma_factors(mag, len(scores))
+        return {name: calibration(z[:, j])["cover68"] for j, name in enumerate(predictor.labels)}
 
     record = {
         "data": [str(p) for p in paths],
         "n_galaxies": int(len(scores)),
-        "mag_edges": edges if by_mag else None,
+        "mag_edges": scaler.sigma_mag_edges,
         "min_count": int(cfg.calibration.min_count),
-        "cover68_before": coverage(*before),
-        "cover68_after": coverage(scale, edges if by_mag else None),
+        "cover68_before": coverage(old),
+        "cover68_after": coverage(scaler),
         "from_checkpoint": str(ckpts[0]),
     }
-    scaler.sigma_scale, scaler.sigma_mag_edges = scale, (edges if by_mag else None)
     new = {**payload, "label_scaler": scaler.state(), "calibration": record}
     checkpoint.save(output, new)
     log.info(

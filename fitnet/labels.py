@@ -91,17 +91,37 @@ class LabelScaler:
         t = np.asarray(z, dtype=float) * self.std + self.mean
         y = t.copy()
         sigma = None if sigma_z is None else np.asarray(sigma_z, dtype=float) * self.std
-        if sigma is not None and self.sigma_scale is not None:
-            scale = self.sigma_scale
-            if scale.ndim == 2:  # per bin of predicted magnitude
-                scale = scale[np.digitize(t[:, self.names.index("mag")], self.sigma_mag_edges)]
-            sigma = sigma * scale
+        if sigma is not None:
+            mag = t[:, self.names.index("mag")] if "mag" in self.names else None
+            sigma = sigma * self.sigma_factors(mag, len(t))
         for j, name in enumerate(self.transforms):
             if name == "log":
                 y[:, j] = np.exp(t[:, j])
                 if sigma is not None:
                     sigma[:, j] = y[:, j] * sigma[:, j]
         return y, sigma
+
+    def sigma_factors(self, mag_pred: np.ndarray | None, count: int) -> np.ndarray:
+        """The calibration factors (count, T) of ``count`` galaxies with predicted magnitudes
+        ``mag_pred`` (AB mag; needed only with per-bin factors); ones without calibration."""
+        shape = (count, len(self.names))
+        if self.sigma_scale is None:
+            return np.ones(shape)
+        if self.sigma_scale.ndim == 2:  # per bin of predicted magnitude
+            return self.sigma_scale[np.digitize(mag_pred, self.sigma_mag_edges)]
+        return np.broadcast_to(self.sigma_scale, shape)
+
+    def calibrate(
+        self, scores: np.ndarray, mag_pred: np.ndarray | None, mag_edges, min_count: int
+    ) -> None:
+        """Set the sigma factors from the standard scores (N, T) of held-out galaxies
+        (``calibration_scale``): per bin of predicted magnitude (``mag_pred``, AB mag) between
+        ``mag_edges`` when mag is a label and there are edges, else one factor per label."""
+        by_mag = "mag" in self.names and len(mag_edges) > 0
+        self.sigma_mag_edges = [float(e) for e in mag_edges] if by_mag else None
+        self.sigma_scale = calibration_scale(
+            scores, mag_pred if by_mag else None, self.sigma_mag_edges, min_count
+        )
 
     def state(self) -> dict:
         return {

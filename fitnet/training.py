@@ -283,15 +283,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         val_loss, mean, sigma_z = evaluate(step_model, val_batches, cfg)
         pred, _ = scaler.decode(mean)
         if sigma_z is not None:
-            by_mag = "mag" in targets and len(cfg.calibration.mag_edges) > 0
-            scaler.sigma_mag_edges = list(cfg.calibration.mag_edges) if by_mag else None
             scores = (val_z - mean) / sigma_z
-            scaler.sigma_scale = calibration_scale(
-                scores,
-                pred[:, targets.index("mag")] if by_mag else None,
-                scaler.sigma_mag_edges,
-                cfg.calibration.min_count,
-            )
+            mag_pred = pred[:, targets.index("mag")] if "mag" in targets else None
+            scaler.calibrate(scores, mag_pred, cfg.calibration.mag_edges, cfg.calibration.min_count)
         metrics = label_metrics({name: pred[:, j] for j, name in enumerate(targets)}, val_true)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -313,7 +307,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
                     f"{name}_outlier_frac": m["outlier_frac"],
                 }
             )
-        if scaler.sigma_scale is not None:  # the overall factor; per-bin ones are in the checkpoint
+        if sigma_z is not None:  # the overall factor; per-bin ones are in the checkpoint
             overall = calibration_scale(scores)
             row.update({f"{n}_sigma_scale": s for n, s in zip(targets, overall, strict=True)})
         history.append(row)
