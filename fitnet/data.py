@@ -108,6 +108,12 @@ def fit_image_norm(path: Path, rms: float, softening: float, n_images: int) -> I
     return norm
 
 
+def sample_images(path: Path, norm: ImageNorm, n_images: int) -> torch.Tensor:
+    """The first ``n_images`` of ``path``, normalised, as a float32 tensor (N, 1, S, S)."""
+    with h5py.File(path, "r") as f:
+        return norm(torch.from_numpy(f["images"][: max(1, n_images)]))[:, None]
+
+
 def load_images(path: Path, norm: ImageNorm, device: torch.device) -> torch.Tensor:
     """Whole split, normalised, as a float32 tensor (N, 1, S, S) on ``device``."""
     with h5py.File(path, "r") as f:

@@ -30,6 +30,7 @@ from .data import (
     fit_image_norm,
     make_batches,
     read_labels,
+    sample_images,
     split_path,
 )
 from .labels import LabelScaler, calibration_scale, parse_targets
@@ -194,7 +195,11 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         scaler = LabelScaler.from_state(source["label_scaler"])
         norm = ImageNorm.from_state(source["image_norm"])
         model_cfg = source["model"]["config"]
+        refining = start is not None and wraps_network(cfg.model, model_cfg)
+        if refining:  # the checkpoint's network goes inside the refiner
+            model_cfg = {**OmegaConf.to_container(cfg.model, resolve=True), "network": model_cfg}
     else:
+        refining = False
         scaler = LabelScaler.fit(targets, cfg.labels, read_labels(train_path, targets))
         norm = fit_image_norm(
             train_path,
@@ -208,9 +213,11 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     generator = torch.Generator().manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
+    if hasattr(model, "prepare"):  # e.g. PhotometricRefiner; a loaded state dict overrides it
+        model.prepare(norm, sample_images(train_path, norm, cfg.image_norm.stats_images))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optim, model.parameters())
+    optimizer = instantiate(cfg.optim, [p for p in model.parameters() if p.requires_grad])
     scheduler = instantiate(cfg.scheduler, optimizer)
     start_epoch, history, best, since_best = 1, [], math.inf, 0
     if resumed is not None:
@@ -224,6 +231,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         start_epoch = resumed["epoch"] + 1
         history, best, since_best = resumed["history"], resumed["best_val"], resumed["since_best"]
         log.info("resuming %s at epoch %d", cfg.resume, start_epoch)
+    elif refining:
+        model.network.load_state_dict(start["model"]["state_dict"])
+        log.info("refining the network of %s with photometry", cfg.init_from)
     elif start is not None:
         model.load_state_dict(start["model"]["state_dict"])
         log.info("starting from the weights of %s", cfg.init_from)
@@ -340,6 +350,12 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     plot_history(history, output_dir / "loss_curve.png")
     log.info("best validation loss %.4f; checkpoints in %s", best, output_dir)
     return best
+
+
+def wraps_network(run_model: DictConfig, ckpt_model: dict) -> bool:
+    """Whether the run's model has a ``network`` slot and the checkpoint's model has none: then
+    ``init_from`` puts the checkpoint's network (architecture and weights) in that slot."""
+    return "network" in run_model and "network" not in ckpt_model
 
 
 def _check_compatible(ckpt: dict, key: str, targets, cfg, image_size) -> None:

@@ -287,3 +287,22 @@ def test_cpu_runs_bf16_only_with_amp_cpu(amp_cpu, dtype):
 def test_bf16_cpu_training_run_is_finite(train_config, tmp_path):
     best = train(train_config("amp_cpu=true", "loss=gaussian_nll"), tmp_path / "run")
     assert math.isfinite(best)
+
+
+def test_refine_photometry_wraps_the_init_from_network(train_config, tmp_path):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    first = load(tmp_path / "first" / "last.pt")
+    cfg = train_config(
+        "experiment=refine_photometry", "epochs=1", f"init_from={tmp_path / 'first' / 'last.pt'}"
+    )
+    assert cfg.model.freeze_network and cfg.nll_beta == 0.0
+    train(cfg, tmp_path / "second")
+    second = load(tmp_path / "second" / "last.pt")
+    assert second["model"]["config"]["network"] == first["model"]["config"]
+    weights = second["model"]["state_dict"]
+    for key, value in first["model"]["state_dict"].items():  # frozen: unchanged
+        assert torch.equal(value, weights[f"network.{key}"]), key
+    assert weights["refine.4.weight"].abs().sum() > 0  # the refiner learned (it starts at zero)
+    model, _, norm, _ = load_model(tmp_path / "second" / "last.pt")
+    assert model.image_norm.tolist() == pytest.approx([norm.softening, norm.mean, norm.std])
+    assert torch.isfinite(model.feature_std).all() and (model.feature_std > 0).all()

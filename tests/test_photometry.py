@@ -1,0 +1,103 @@
+"""Stamp photometry and the refining model: invariants, not snapshots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from fitnet.checkpoint import build_model
+from fitnet.data import ImageNorm, dihedral
+from fitnet.photometry import StampPhotometry
+
+
+def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
+    c = (size - 1) / 2
+    y, x = np.mgrid[:size, :size] - c
+    u = x * math.cos(angle) + y * math.sin(angle)
+    v = -x * math.sin(angle) + y * math.cos(angle)
+    image = np.exp(-0.5 * (u**2 / sigma_x**2 + v**2 / sigma_y**2))
+    return torch.tensor(flux * image / image.sum(), dtype=torch.float32)[None, None]
+
+
+def test_features_are_invariant_under_flips_and_rotations():
+    phot = StampPhotometry(64, apertures_px=[3, 10], weights_px=[2, 6])
+    image = gaussian(64, 500.0, 5.0, 2.0, angle=0.4) + torch.randn(1, 1, 64, 64)
+    images = image.repeat(16, 1, 1, 1)
+    turned = dihedral(images, torch.Generator().manual_seed(0))
+    assert not torch.equal(turned[0], turned[1]) or not torch.equal(turned[0], turned[2])
+    torch.testing.assert_close(phot(turned), phot(images), rtol=1e-4, atol=1e-4)
+
+
+def test_aperture_feature_is_flux_over_its_noise():
+    phot = StampPhotometry(64, apertures_px=[46], weights_px=[])  # > 31.5 sqrt(2): all pixels
+    flux = 1000.0  # in units of the background rms
+    (feature,) = phot(gaussian(64, flux, 3.0, 3.0))[0]
+    assert math.isclose(math.sinh(feature.item()), flux / 64.0, rel_tol=1e-4)
+
+
+def test_ellipticity_feature_is_zero_for_round_and_grows_with_elongation():
+    phot = StampPhotometry(64, apertures_px=[], weights_px=[4])
+    round_, flat = phot(gaussian(64, 1e5, 3.0, 3.0)), phot(gaussian(64, 1e5, 4.0, 2.0))
+    assert round_[0, 2].item() < 1e-4
+    # the weight multiplies the Gaussian: variances 1 / (1/a^2 + 1/w^2) along each axis
+    a2, b2 = 1 / (1 / 16 + 1 / 16), 1 / (1 / 4 + 1 / 16)
+    assert flat[0, 2].item() == pytest.approx((a2 - b2) / (a2 + b2), rel=1e-3)
+
+
+def test_radii_must_be_positive():
+    with pytest.raises(ValueError, match=r"photometry radii must be > 0 pixel, got -2"):
+        StampPhotometry(64, apertures_px=[4, -2], weights_px=[])
+
+
+SAMPLE = torch.randn(16, 1, 64, 64)  # normalised stamps for the feature statistics
+
+
+def refiner(freeze=False):
+    cfg = compose_config("train", ["model=photometric", f"model.freeze_network={freeze}"])
+    model = build_model(OmegaConf.to_container(cfg.model), 1, 8, 64)
+    model.prepare(ImageNorm(rms=0.0145, softening=1.0, mean=0.3, std=1.2), SAMPLE)
+    return model
+
+
+def test_untrained_refiner_returns_the_network_outputs():
+    model = refiner().eval()
+    x = torch.randn(4, 1, 64, 64)
+    torch.testing.assert_close(model(x), model.network(x))
+
+
+def test_frozen_network_gets_no_gradient_and_stays_in_eval_mode():
+    model = refiner(freeze=True).train()
+    assert not model.network.training and model.refine.training
+    model(torch.randn(4, 1, 64, 64)).square().sum().backward()
+    assert all(p.grad is None for p in model.network.parameters())
+    assert all(p.grad is not None for p in model.refine.parameters())
+
+
+def test_refiner_needs_the_image_norm_and_feature_statistics():
+    cfg = compose_config("train", ["model=photometric"])
+    model = build_model(OmegaConf.to_container(cfg.model), 1, 8, 64)
+    with pytest.raises(RuntimeError, match="call prepare"):
+        model(torch.zeros(1, 1, 64, 64))
+
+
+def test_refiner_outputs_stay_float32_under_bf16_autocast():
+    model = refiner().eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.float32
+    # the convolutions ran in bf16, so close to (not equal to) the float32 pass
+    torch.testing.assert_close(out, model(x), rtol=0.05, atol=0.02)
+
+
+def test_prepare_standardises_the_features():
+    model = refiner()
+    image = model._image(SAMPLE)
+    z = (model.photometry(image) - model.feature_mean) / model.feature_std
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(z.shape[1]), atol=1e-4, rtol=0)
