@@ -29,7 +29,7 @@ def test_features_are_invariant_under_flips_and_rotations():
     image = gaussian(64, 500.0, 5.0, 2.0, angle=0.4) + torch.randn(1, 1, 64, 64)
     images = image.repeat(16, 1, 1, 1)
     turned = dihedral(images, torch.Generator().manual_seed(0))
-    assert not torch.equal(turned[0], turned[1]) or not torch.equal(turned[0], turned[2])
+    assert len({t.numpy().tobytes() for t in turned}) > 1  # the stamps were really turned
     torch.testing.assert_close(phot(turned), phot(images), rtol=1e-4, atol=1e-4)
 
 
