@@ -139,7 +139,7 @@ def main():
         if bf16:
             sources["synthetic-fp32"] = None
             step_cfg["synthetic-fp32"] = OmegaConf.merge(cfg, {"amp": False})
-        # Alternate the three sources over several rounds so drifts of the machine hit all alike.
+        # Alternate the sources over several rounds so drifts of the machine hit all alike.
         rates = {key: [] for key in sources}
         for _ in range(args.rounds):
             for key, batches in sources.items():

@@ -151,7 +151,7 @@ class ResNet(FitNet):
 class PhotometricRefiner(nn.Module):
     """A network whose outputs are corrected by an MLP that also sees ``StampPhotometry``.
 
-    ``out = network(x) + refine(norm([network(x), photometry(image)]))``. The last layer of
+    ``out = network(x) + refine([network(x), standardised photometry(image)])``. The last layer of
     ``refine`` starts at zero, so an untrained refiner returns the network's outputs unchanged;
     ``freeze_network`` trains the refiner alone (the network runs without gradients, in eval
     mode). The network's input is the normalised stamp; the photometry needs the stamp in units

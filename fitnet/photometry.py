@@ -36,19 +36,22 @@ class StampPhotometry(nn.Module):
                 raise ValueError(f"photometry radii must be > 0 pixel, got {r}")
         centre = (image_size - 1) / 2
         offsets = torch.arange(image_size, dtype=torch.float32) - centre
-        yy, xx = torch.meshgrid(offsets, offsets, indexing="ij")
+        yy, xx = (g.reshape(-1) for g in torch.meshgrid(offsets, offsets, indexing="ij"))
         r2 = xx**2 + yy**2
-        apertures = (
-            torch.stack([(r2 <= r**2).float() for r in apertures_px]) if apertures_px else None
-        )
-        weights = (
-            torch.stack([torch.exp(-0.5 * r2 / s**2) for s in weights_px]) if weights_px else None
-        )
-        # Fixed geometry, not parameters; rebuilt from the config, so not saved in checkpoints.
-        self.register_buffer("apertures", apertures, persistent=False)
-        self.register_buffer("weights", weights, persistent=False)
-        self.register_buffer("xx", xx, persistent=False)
-        self.register_buffer("yy", yy, persistent=False)
+        masks = [(r2 <= r**2).float() for r in apertures_px]
+        weights = [torch.exp(-0.5 * r2 / s**2) for s in weights_px]
+        # One (S*S, K) matrix of aperture masks and weighted moment kernels (flux, xx, yy, xy),
+        # so that all sums over pixels are a single product per batch. Fixed geometry, not
+        # parameters: rebuilt from the config, so not saved in checkpoints.
+        kernels = masks + [w * k for k in (1, xx**2, yy**2, xx * yy) for w in weights]
+        self.register_buffer("kernels", torch.stack(kernels, 1), persistent=False)
+        noise = {  # background-noise rms of each sum, in units of the per-pixel rms
+            "aperture_noise": [m.sum().sqrt() for m in masks],
+            "flux_noise": [(w**2).sum().sqrt() for w in weights],
+            "size_noise": [((w * r2) ** 2).sum().sqrt() for w in weights],
+        }
+        for name, values in noise.items():
+            self.register_buffer(name, torch.tensor(values), persistent=False)
         self.register_buffer(
             "weight_sizes", torch.tensor(list(weights_px), dtype=torch.float32), persistent=False
         )
@@ -57,26 +60,18 @@ class StampPhotometry(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         with torch.autocast(image.device.type, enabled=False):
             x = image.float().reshape(image.shape[0], -1)  # (B, S*S), channels-last safe
-            out = []
-            if self.apertures is not None:
-                masks = self.apertures.reshape(len(self.apertures), -1)
-                flux = x @ masks.T
-                out.append(torch.asinh(flux / masks.sum(1).sqrt()))
-            if self.weights is not None:
-                w = self.weights.reshape(len(self.weights), -1)
-                xx, yy = self.xx.reshape(-1), self.yy.reshape(-1)
-                r2 = xx**2 + yy**2
-                flux = x @ w.T
-                qxx, qyy, qxy = x @ (w * xx**2).T, x @ (w * yy**2).T, x @ (w * xx * yy).T
+            sums = x @ self.kernels
+            n_apertures, n_weights = len(self.aperture_noise), len(self.flux_noise)
+            out = [torch.asinh(sums[:, :n_apertures] / self.aperture_noise)]
+            if n_weights:
+                flux, qxx, qyy, qxy = sums[:, n_apertures:].split(n_weights, dim=1)
                 size = qxx + qyy
-                noise_flux = (w**2).sum(1).sqrt()
-                noise_size = ((w * r2) ** 2).sum(1).sqrt()
-                soft = size.abs() + noise_size
+                soft = size.abs() + self.size_noise
                 ellipticity = torch.sqrt(((qxx - qyy) / soft) ** 2 + (2 * qxy / soft) ** 2)
                 out += [
-                    torch.asinh(flux / noise_flux),
-                    torch.asinh(size / noise_size),
+                    torch.asinh(flux / self.flux_noise),
+                    torch.asinh(size / self.size_noise),
                     ellipticity,
-                    size / (flux.abs() + noise_flux) / self.weight_sizes**2,
+                    size / (flux.abs() + self.flux_noise) / self.weight_sizes**2,
                 ]
             return torch.cat(out, 1)

@@ -213,7 +213,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     generator = torch.Generator().manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
-    if hasattr(model, "prepare"):  # e.g. PhotometricRefiner; a loaded state dict overrides it
+    loads_whole_state = resumed is not None or (start is not None and not refining)
+    if hasattr(model, "prepare") and not loads_whole_state:
+        # data-derived state (PhotometricRefiner's feature statistics) that no checkpoint brings
         model.prepare(norm, sample_images(train_path, norm, cfg.image_norm.stats_images))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
