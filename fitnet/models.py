@@ -191,6 +191,7 @@ class PhotometricRefiner(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.refine = nn.Sequential(*layers, last)
+        self.num_outputs = num_outputs
         self.freeze_network = freeze_network
         if freeze_network:
             self.network.requires_grad_(False)
@@ -225,7 +226,9 @@ class PhotometricRefiner(nn.Module):
             self.network.eval()
         return self
 
-    def forward(self, x):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The refiner's input for normalised stamps x: the network's outputs and the
+        standardised photometry, (B, num_outputs + num_features), float32."""
         if torch.isnan(self.feature_std).any():
             raise RuntimeError("PhotometricRefiner: call prepare before the first forward")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_network):
@@ -234,4 +237,26 @@ class PhotometricRefiner(nn.Module):
                 out = self.network.head(features.float())
         with torch.autocast(x.device.type, enabled=False):
             features = (self.photometry(self._image(x)) - self.feature_mean) / self.feature_std
-            return out + self.refine(torch.cat([out, features], 1))
+            return torch.cat([out, features], 1)
+
+    def correct(self, z: torch.Tensor) -> torch.Tensor:
+        """The outputs for refiner inputs z from ``encode``: the network's plus a correction."""
+        with torch.autocast(z.device.type, enabled=False):
+            return z[:, : self.num_outputs] + self.refine(z)
+
+    def forward(self, x):
+        return self.correct(self.encode(x))
+
+
+class FrozenRefinerHead(nn.Module):
+    """``PhotometricRefiner.correct`` as a model of its own, for training on cached
+    ``encode`` outputs: with the network frozen they do not change from epoch to epoch."""
+
+    def __init__(self, refiner: PhotometricRefiner):
+        super().__init__()
+        if not refiner.freeze_network:
+            raise ValueError("FrozenRefinerHead needs a refiner with freeze_network=true")
+        self.refiner = refiner
+
+    def forward(self, z):
+        return self.refiner.correct(z)

@@ -23,6 +23,7 @@ from simulate.io import atomic_path
 
 from . import checkpoint
 from .data import (
+    Batches,
     DataError,
     ImageNorm,
     describe_split,
@@ -35,6 +36,7 @@ from .data import (
 )
 from .labels import LabelScaler, calibration_scale, parse_targets
 from .metrics import label_metrics
+from .models import FrozenRefinerHead
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def evaluate(model, batches, cfg):
     means, sigmas, total, count = [], [], 0.0, 0
     with torch.no_grad(), autocast(batches.device, cfg):
         for x, y in batches.iterate(None):
-            out = model(x.contiguous(memory_format=torch.channels_last)).float()
+            out = model(memory_layout(x, cfg)).float()
             total += loss_value(out, y, loss).item() * len(x)  # plain NLL: a proper score
             count += len(x)
             mu, log_sigma = split_output(out, loss)
@@ -247,6 +249,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     val_batches = make_batches(
         val_path, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
     )
+    augment = cfg.augment
+    if cfg.cache_frozen and getattr(model, "freeze_network", False):
+        t0 = time.perf_counter()
+        train_batches = encode_batches(model, train_batches, cfg)
+        val_batches = encode_batches(model, val_batches, cfg)
+        step_model, augment = FrozenRefinerHead(model), False
+        log.info(
+            "frozen network: its outputs and the photometry of %d stamps cached in %.1fs",
+            len(train_batches.labels) + len(val_batches.labels),
+            time.perf_counter() - t0,
+        )
     val_true = read_labels(val_path, targets)
     val_z = scaler.encode(val_true)  # standardised, for the sigma calibration
     log.info(
@@ -291,7 +304,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(step_model, optimizer, train_batches, generator, cfg, epoch)
+        train_loss = _train_epoch(
+            step_model, optimizer, train_batches, generator, cfg, epoch, augment
+        )
         val_loss, mean, sigma_z = evaluate(step_model, val_batches, cfg)
         pred, _ = scaler.decode(mean)
         if sigma_z is not None:
@@ -354,6 +369,26 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     return best
 
 
+def memory_layout(x: torch.Tensor, cfg) -> torch.Tensor:
+    """Images (B, C, H, W) in channels-last order when ``cfg.channels_last``; other inputs
+    (cached refiner inputs) as they are."""
+    if cfg.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def encode_batches(model, batches: Batches, cfg) -> Batches:
+    """In-memory batches of ``model.encode`` of every stamp (unaugmented, in eval mode),
+    with its labels: what a ``PhotometricRefiner`` with a frozen network trains on."""
+    model.eval()
+    inputs, labels = [], []
+    with torch.no_grad(), autocast(batches.device, cfg):
+        for x, y in batches.iterate(None):
+            inputs.append(model.encode(memory_layout(x, cfg)).float())
+            labels.append(y)
+    return Batches(torch.cat(inputs), torch.cat(labels), batches.batch_size, batches.device)
+
+
 def wraps_network(run_model: DictConfig, ckpt_model: dict) -> bool:
     """Whether the run's model has a ``network`` slot and the checkpoint's model has none: then
     ``init_from`` puts the checkpoint's network (architecture and weights) in that slot."""
@@ -382,10 +417,8 @@ def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.T
     """One optimisation step on a batch; returns the loss on the device (no synchronisation)."""
     if augment:
         x = dihedral(x, generator)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, cfg):
-        out = model(x)
+        out = model(memory_layout(x, cfg))
     loss = loss_value(out, y, cfg.loss, cfg.nll_beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -393,7 +426,7 @@ def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.T
     return loss.detach()
 
 
-def _train_epoch(model, optimizer, batches, generator, cfg, epoch) -> float:
+def _train_epoch(model, optimizer, batches, generator, cfg, epoch, augment: bool) -> float:
     model.train()
     total, count = torch.zeros((), device=batches.device), 0
     bar = tqdm(
@@ -405,7 +438,7 @@ def _train_epoch(model, optimizer, batches, generator, cfg, epoch) -> float:
         leave=False,
     )
     for step, (x, y) in enumerate(bar):
-        total += train_step(model, optimizer, x, y, cfg, generator, cfg.augment) * len(x)
+        total += train_step(model, optimizer, x, y, cfg, generator, augment) * len(x)
         count += len(x)
         if step % SYNC_EVERY == 0:  # .item() waits for the GPU: only now and then
             _check_finite(total.item() / count, epoch)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from fitnet.checkpoint import build_model
 from fitnet.data import ImageNorm, dihedral
-from fitnet.photometry import StampPhotometry
+from fitnet.photometry import AdaptiveMoments, StampPhotometry
 
 
 def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
@@ -24,8 +24,11 @@ def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
     return torch.tensor(flux * image / image.sum(), dtype=torch.float32)[None, None]
 
 
+ADAPTIVE = {"iterations": 8, "initial_sigma_px": 2.0}
+
+
 def test_features_are_invariant_under_flips_and_rotations():
-    phot = StampPhotometry(64, apertures_px=[3, 10], weights_px=[2, 6])
+    phot = StampPhotometry(64, apertures_px=[3, 10], weights_px=[2, 6], adaptive=ADAPTIVE)
     image = gaussian(64, 500.0, 5.0, 2.0, angle=0.4) + torch.randn(1, 1, 64, 64)
     images = image.repeat(16, 1, 1, 1)
     turned = dihedral(images, torch.Generator().manual_seed(0))
@@ -47,6 +50,53 @@ def test_ellipticity_feature_is_zero_for_round_and_grows_with_elongation():
     # the weight multiplies the Gaussian: variances 1 / (1/a^2 + 1/w^2) along each axis
     a2, b2 = 1 / (1 / 16 + 1 / 16), 1 / (1 / 4 + 1 / 16)
     assert flat[0, 2].item() == pytest.approx((a2 - b2) / (a2 + b2), rel=1e-3)
+
+
+def shifted_gaussian(size, sigma_x, sigma_y, angle, dx, dy, flux=1e5):
+    c = (size - 1) / 2
+    y, x = np.mgrid[:size, :size] - c
+    x, y = x - dx, y - dy
+    u = x * math.cos(angle) + y * math.sin(angle)
+    v = -x * math.sin(angle) + y * math.cos(angle)
+    image = np.exp(-0.5 * (u**2 / sigma_x**2 + v**2 / sigma_y**2))
+    return torch.tensor(flux * image / image.sum(), dtype=torch.float32).reshape(1, -1)
+
+
+def test_adaptive_moments_recover_an_offset_elliptical_gaussian():
+    adaptive = AdaptiveMoments(64, **ADAPTIVE)
+    ln_sigma, e, _, offset, rho4, *_ = adaptive(shifted_gaussian(64, 5.0, 2.5, 0.7, 0.8, -0.6))[0]
+    assert ln_sigma.item() == pytest.approx(0.5 * math.log(5.0 * 2.5), abs=1e-3)
+    assert e.item() == pytest.approx((25 - 6.25) / (25 + 6.25), abs=1e-3)
+    assert offset.item() == pytest.approx(1.0, abs=1e-3)
+    assert rho4.item() == pytest.approx(2.0, rel=1e-2)  # for a Gaussian, <rho^4> = 2 <rho^2>
+
+
+def test_adaptive_moments_in_windows_equal_the_whole_stamp():
+    galaxies = [(1.0, 0.8, 0.3), (2.5, 1.5, 1.0), (5.0, 3.0, 2.0), (9.0, 7.0, 0.5)]
+    images = torch.cat([shifted_gaussian(64, a, b, t, 0.4, -0.7, flux=2e3) for a, b, t in galaxies])
+    images = images + torch.randn(images.shape, generator=torch.Generator().manual_seed(2))
+    adaptive = AdaptiveMoments(64, **ADAPTIVE)
+    windowed = adaptive(images)
+    assert len(set(adaptive.fit(images)[2].tolist())) > 2  # several windows were used
+    adaptive.windows = [64]
+    torch.testing.assert_close(windowed, adaptive(images), rtol=1e-4, atol=1e-4)
+
+
+def test_adaptive_moments_of_pure_noise_are_finite():
+    noise = torch.randn(32, 64 * 64, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(AdaptiveMoments(64, **ADAPTIVE)(noise)).all()
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"iterations": 0, "initial_sigma_px": 2.0}, r"iterations must be >= 1, got 0"),
+        ({"iterations": 8, "initial_sigma_px": 20.0}, r"initial_sigma_px must be in \(0, 16.0\)"),
+    ],
+)
+def test_bad_adaptive_options_raise(options, match):
+    with pytest.raises(ValueError, match=match):
+        AdaptiveMoments(64, **options)
 
 
 def test_radii_must_be_positive():

@@ -306,3 +306,22 @@ def test_refine_photometry_wraps_the_init_from_network(train_config, tmp_path):
     model, _, norm, _ = load_model(tmp_path / "second" / "last.pt")
     assert model.image_norm.tolist() == pytest.approx([norm.softening, norm.mean, norm.std])
     assert torch.isfinite(model.feature_std).all() and (model.feature_std > 0).all()
+
+
+def test_cached_refiner_training_equals_training_on_stamps(train_config, tmp_path):
+    """With the network frozen, training on cached encodings is the same computation."""
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    runs = {}
+    for cache in ("true", "false"):
+        cfg = train_config(
+            "experiment=refine_photometry",
+            "epochs=2",
+            "augment=false",  # the cache holds unaugmented stamps
+            f"cache_frozen={cache}",
+            f"init_from={tmp_path / 'first' / 'last.pt'}",
+        )
+        runs[cache] = train(cfg, tmp_path / cache), load(tmp_path / cache / "last.pt")
+    (cached_best, cached), (plain_best, plain) = runs["true"], runs["false"]
+    assert cached_best == pytest.approx(plain_best, abs=1e-5)
+    for key, value in plain["model"]["state_dict"].items():
+        torch.testing.assert_close(cached["model"]["state_dict"][key], value, rtol=1e-4, atol=1e-5)
