@@ -1,5 +1,5 @@
-"""Classical measurements of a stamp that a network can lean on: aperture fluxes and
-Gaussian-weighted second moments, in torch, batched, differentiable.
+"""Classical measurements of a stamp that a network can lean on: aperture fluxes,
+Gaussian-weighted second moments (differentiable) and adaptive moments, in torch, batched.
 
 At high signal-to-noise they pin the total flux, size and ellipticity more precisely than a
 CNN learns to from pixels on a CPU budget; the refining head (``models.PhotometricRefiner``)
