@@ -325,3 +325,28 @@ def test_cached_refiner_training_equals_training_on_stamps(train_config, tmp_pat
     assert cached_best == pytest.approx(plain_best, abs=1e-5)
     for key, value in plain["model"]["state_dict"].items():
         torch.testing.assert_close(cached["model"]["state_dict"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_resumed_cached_refiner_run_continues_exactly(train_config, tmp_path, monkeypatch):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    refine = ["experiment=refine_photometry", "epochs=2"]
+    start = f"init_from={tmp_path / 'first' / 'last.pt'}"
+    train(train_config(*refine, start), tmp_path / "straight")
+
+    real, calls = training._train_epoch, []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(*refine, start), tmp_path / "killed")
+    monkeypatch.setattr(training, "_train_epoch", real)
+    train(train_config(*refine, f"resume={tmp_path / 'killed' / 'last.pt'}"), tmp_path / "resumed")
+    a, b = load(tmp_path / "straight" / "last.pt"), load(tmp_path / "resumed" / "last.pt")
+    assert b["epoch"] == 2
+    for key, value in a["model"]["state_dict"].items():
+        assert torch.equal(value, b["model"]["state_dict"][key]), key
