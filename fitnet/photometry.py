@@ -101,17 +101,21 @@ class AdaptiveMoments(nn.Module):
 
     Images come in units of the background rms per pixel, shape (B, S*S). The weight stays a
     proper ellipse: an update that would make it degenerate, larger than the stamp (trace
-    > (S/2)^2) or move its centre more than S/8 from the stamp centre is not taken. Most
-    galaxies are small, so each is measured in the smallest centred window (1/4, 3/8, 1/2,
-    3/4 or all of the stamp's side) outside which even the wider weight is below e^-10 of its
-    peak: 3.7x faster than always using the whole stamp on the default stamps
-    (benchmarks/bench_photometry.py), and equal to it to ~1e-5 (tests/test_photometry.py).
-    No gradient flows through the iteration (the inputs are data, not parameters).
+    > (S/2)^2), narrower than half a pixel along any axis or move its centre more than S/8
+    from the stamp centre is not taken. Most galaxies are small, so each is measured in the
+    smallest centred window (1/4, 3/8, 1/2, 3/4 or all of the stamp's side) outside which even
+    the wider weight is below e^-10 of its peak: 3.7x faster than always using the whole stamp
+    on the default stamps (benchmarks/bench_photometry.py), and equal to it to ~1e-5
+    (tests/test_photometry.py). No gradient flows through the iteration (the inputs are data,
+    not parameters).
     """
 
     num_features = 7
     # rho^2 of the wider weight's e^-10 contour: exp(-rho^2 / 4) = e^-10
     WINDOW_RHO2 = 40.0
+    # pixel^2, the least variance of the weight along any axis: a narrower weight (noise can
+    # pull it there) would sum to zero on the pixel grid
+    MIN_VARIANCE = 0.25
 
     def __init__(self, image_size: int, iterations: int, initial_sigma_px: float):
         super().__init__()
@@ -172,7 +176,8 @@ class AdaptiveMoments(nn.Module):
     def _valid(self, m: torch.Tensor) -> torch.Tensor:
         trace = m[:, 0] + m[:, 1]
         det = m[:, 0] * m[:, 1] - m[:, 2] ** 2
-        return (m[:, 0] > 0) & (m[:, 1] > 0) & (det > 1e-3 * trace**2) & (trace < self.max_trace)
+        least = 0.5 * trace - torch.sqrt(0.25 * (m[:, 0] - m[:, 1]) ** 2 + m[:, 2] ** 2)
+        return (least >= self.MIN_VARIANCE) & (det > 1e-3 * trace**2) & (trace < self.max_trace)
 
     def _update(self, s: torch.Tensor, m: torch.Tensor, c: torch.Tensor):
         """New weights (m, c) from the weighted sums s (B, 6) of the monomials."""

@@ -91,6 +91,8 @@ def validate(cfg: DictConfig) -> list[str]:
             "resume and init_from are both set: resume continues a killed run, init_from starts "
             "a new one from trained weights; give one"
         )
+    if not cfg.cache_views >= 1:
+        raise TrainConfigError(f"cache_views={cfg.cache_views} must be >= 1")
     if cfg.early_stopping_patience < 0:
         raise TrainConfigError(
             f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"
@@ -252,7 +254,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     augment = cfg.augment
     if cfg.cache_frozen and getattr(model, "freeze_network", False):
         t0 = time.perf_counter()
-        train_batches = encode_batches(model, train_batches, cfg)
+        # Its own generator: the cache is the same when a resumed run rebuilds it.
+        views = torch.Generator().manual_seed(cfg.seed)
+        train_batches = encode_batches(model, train_batches, cfg, cfg.cache_views, views)
         val_batches = encode_batches(model, val_batches, cfg)
         step_model, augment = FrozenRefinerHead(model), False
         log.info(
@@ -377,15 +381,22 @@ def memory_layout(x: torch.Tensor, cfg) -> torch.Tensor:
     return x
 
 
-def encode_batches(model, batches: Batches, cfg) -> Batches:
-    """In-memory batches of ``model.encode`` of every stamp (unaugmented, in eval mode),
-    with its labels: what a ``PhotometricRefiner`` with a frozen network trains on."""
+def encode_batches(
+    model, batches: Batches, cfg, views: int = 1, generator: torch.Generator | None = None
+) -> Batches:
+    """In-memory batches of ``model.encode`` of every stamp (in eval mode), with its labels:
+    what a ``PhotometricRefiner`` with a frozen network trains on. The first view of each stamp
+    is the stamp itself; each further one a random flip or rotation of it (from
+    ``generator``), whose network outputs differ while its photometry does not."""
     model.eval()
     inputs, labels = [], []
     with torch.no_grad(), autocast(batches.device, cfg):
-        for x, y in batches.iterate(None):
-            inputs.append(model.encode(memory_layout(x, cfg)).float())
-            labels.append(y)
+        for view in range(views):
+            for x, y in batches.iterate(None):
+                if view:
+                    x = dihedral(x, generator)
+                inputs.append(model.encode(memory_layout(x, cfg)).float())
+                labels.append(y)
     return Batches(torch.cat(inputs), torch.cat(labels), batches.batch_size, batches.device)
 
 

@@ -11,8 +11,9 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from fitnet.checkpoint import build_model
-from fitnet.data import ImageNorm, dihedral
+from fitnet.data import Batches, ImageNorm, dihedral
 from fitnet.photometry import AdaptiveMoments, StampPhotometry
+from fitnet.training import encode_batches
 
 
 def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
@@ -82,8 +83,11 @@ def test_adaptive_moments_in_windows_equal_the_whole_stamp():
     torch.testing.assert_close(windowed, adaptive(images), rtol=1e-4, atol=1e-4)
 
 
-def test_adaptive_moments_of_pure_noise_are_finite():
-    noise = torch.randn(32, 64 * 64, generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("stretch", [False, True])
+def test_adaptive_moments_of_pure_noise_are_finite(stretch):
+    noise = torch.randn(32, 64 * 64, generator=torch.Generator().manual_seed(3))
+    if stretch:  # heavy tails, as the inverse image stretch gives: pulled a weight to zero width
+        noise = torch.sinh(1.2 * noise + 0.3)
     assert torch.isfinite(AdaptiveMoments(64, **ADAPTIVE)(noise)).all()
 
 
@@ -151,3 +155,18 @@ def test_prepare_standardises_the_features():
     z = (model.photometry(image) - model.feature_mean) / model.feature_std
     torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
     torch.testing.assert_close(z.std(0), torch.ones(z.shape[1]), atol=1e-4, rtol=0)
+
+
+def test_cache_views_repeat_the_photometry_and_turn_the_network_inputs():
+    model = refiner(freeze=True)
+    cfg = compose_config("train", ["device=cpu", "channels_last=false"])
+    images = SAMPLE[:8]
+    batches = Batches(images, torch.zeros(8, 4), 4, torch.device("cpu"))
+    cache = encode_batches(model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0))
+    first, second = cache.images[:8], cache.images[8:]
+    assert len(cache.labels) == 16
+    with torch.no_grad():
+        expected = model.encode(images)  # view 0: the stamps themselves (batches of 8, not 4)
+    torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second[:, 8:], first[:, 8:], rtol=1e-4, atol=1e-4)  # photometry
+    assert not torch.allclose(second[:, :8], first[:, :8])  # the network saw turned stamps

@@ -148,6 +148,7 @@ def test_beta_nll_weights_terms_by_sigma_and_keeps_value_at_unit_sigma():
         ("labels.re=sqrt", TargetError, r"labels\.re='sqrt' is not a transform"),
         ("nll_beta=2", TrainConfigError, r"nll_beta=2 is not allowed: must be in \[0, 1\]"),
         ("calibration.mag_edges=[22,20]", TrainConfigError, r"must be strictly increasing"),
+        ("cache_views=0", TrainConfigError, r"cache_views=0 must be >= 1"),
     ],
 )
 def test_bad_options_raise(train_config, tmp_path, override, error, match):
@@ -316,7 +317,8 @@ def test_cached_refiner_training_equals_training_on_stamps(train_config, tmp_pat
         cfg = train_config(
             "experiment=refine_photometry",
             "epochs=2",
-            "augment=false",  # the cache holds unaugmented stamps
+            "augment=false",  # one view: the cache holds the stamps as they are
+            "cache_views=1",
             f"cache_frozen={cache}",
             f"init_from={tmp_path / 'first' / 'last.pt'}",
         )
