@@ -16,13 +16,21 @@ from fitnet.photometry import AdaptiveMoments, StampPhotometry
 from fitnet.training import encode_batches
 
 
-def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
+def shifted_gaussian(size, sigma_x, sigma_y, angle, dx, dy, flux=1e5):
+    """An elliptical Gaussian of total ``flux`` centred (dx, dy) pixel from the stamp centre,
+    as one flattened image (1, size * size); sigmas in pixel, angle in radians."""
     c = (size - 1) / 2
     y, x = np.mgrid[:size, :size] - c
+    x, y = x - dx, y - dy
     u = x * math.cos(angle) + y * math.sin(angle)
     v = -x * math.sin(angle) + y * math.cos(angle)
     image = np.exp(-0.5 * (u**2 / sigma_x**2 + v**2 / sigma_y**2))
-    return torch.tensor(flux * image / image.sum(), dtype=torch.float32)[None, None]
+    return torch.tensor(flux * image / image.sum(), dtype=torch.float32).reshape(1, -1)
+
+
+def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
+    """The same at the stamp centre, as a stamp (1, 1, size, size)."""
+    return shifted_gaussian(size, sigma_x, sigma_y, angle, 0.0, 0.0, flux).reshape(1, 1, size, size)
 
 
 ADAPTIVE = {"iterations": 8, "initial_sigma_px": 2.0}
@@ -51,16 +59,6 @@ def test_ellipticity_feature_is_zero_for_round_and_grows_with_elongation():
     # the weight multiplies the Gaussian: variances 1 / (1/a^2 + 1/w^2) along each axis
     a2, b2 = 1 / (1 / 16 + 1 / 16), 1 / (1 / 4 + 1 / 16)
     assert flat[0, 2].item() == pytest.approx((a2 - b2) / (a2 + b2), rel=1e-3)
-
-
-def shifted_gaussian(size, sigma_x, sigma_y, angle, dx, dy, flux=1e5):
-    c = (size - 1) / 2
-    y, x = np.mgrid[:size, :size] - c
-    x, y = x - dx, y - dy
-    u = x * math.cos(angle) + y * math.sin(angle)
-    v = -x * math.sin(angle) + y * math.cos(angle)
-    image = np.exp(-0.5 * (u**2 / sigma_x**2 + v**2 / sigma_y**2))
-    return torch.tensor(flux * image / image.sum(), dtype=torch.float32).reshape(1, -1)
 
 
 def test_adaptive_moments_recover_an_offset_elliptical_gaussian():

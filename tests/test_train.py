@@ -52,11 +52,8 @@ def test_streaming_from_hdf5(train_config, tmp_path):
     assert math.isfinite(best)
 
 
-def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
-    straight = tmp_path / "straight"
-    train(train_config("epochs=2", "scheduler=cosine"), straight)
-
-    killed = tmp_path / "killed"
+def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
+    """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
     real, calls = training._train_epoch, []
 
     def dies_in_second_epoch(*args, **kwargs):
@@ -67,8 +64,16 @@ def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(train_config("epochs=2"), killed)
+        train(cfg, output_dir)
     monkeypatch.setattr(training, "_train_epoch", real)
+
+
+def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(train_config("epochs=2", "scheduler=cosine"), straight)
+
+    killed = tmp_path / "killed"
+    train_killed_in_second_epoch(train_config("epochs=2"), killed, monkeypatch)
     assert load(killed / "last.pt")["epoch"] == 1
 
     resumed = tmp_path / "resumed"
@@ -334,19 +339,7 @@ def test_resumed_cached_refiner_run_continues_exactly(train_config, tmp_path, mo
     refine = ["experiment=refine_photometry", "epochs=2"]
     start = f"init_from={tmp_path / 'first' / 'last.pt'}"
     train(train_config(*refine, start), tmp_path / "straight")
-
-    real, calls = training._train_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(train_config(*refine, start), tmp_path / "killed")
-    monkeypatch.setattr(training, "_train_epoch", real)
+    train_killed_in_second_epoch(train_config(*refine, start), tmp_path / "killed", monkeypatch)
     train(train_config(*refine, f"resume={tmp_path / 'killed' / 'last.pt'}"), tmp_path / "resumed")
     a, b = load(tmp_path / "straight" / "last.pt"), load(tmp_path / "resumed" / "last.pt")
     assert b["epoch"] == 2
