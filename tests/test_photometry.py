@@ -33,12 +33,17 @@ def gaussian(size, flux, sigma_x, sigma_y, angle=0.0):
     return shifted_gaussian(size, sigma_x, sigma_y, angle, 0.0, 0.0, flux).reshape(1, 1, size, size)
 
 
+def noise(*shape, seed):
+    """Unit Gaussian noise of this shape from its own seeded generator."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
 ADAPTIVE = {"iterations": 8, "initial_sigma_px": 2.0}
 
 
 def test_features_are_invariant_under_flips_and_rotations():
     phot = StampPhotometry(64, apertures_px=[3, 10], weights_px=[2, 6], adaptive=ADAPTIVE)
-    image = gaussian(64, 500.0, 5.0, 2.0, angle=0.4) + torch.randn(1, 1, 64, 64)
+    image = gaussian(64, 500.0, 5.0, 2.0, angle=0.4) + noise(1, 1, 64, 64, seed=1)
     images = image.repeat(16, 1, 1, 1)
     turned = dihedral(images, torch.Generator().manual_seed(0))
     assert len({t.numpy().tobytes() for t in turned}) > 1  # the stamps were really turned
@@ -73,7 +78,7 @@ def test_adaptive_moments_recover_an_offset_elliptical_gaussian():
 def test_adaptive_moments_in_windows_equal_the_whole_stamp():
     galaxies = [(1.0, 0.8, 0.3), (2.5, 1.5, 1.0), (5.0, 3.0, 2.0), (9.0, 7.0, 0.5)]
     images = torch.cat([shifted_gaussian(64, a, b, t, 0.4, -0.7, flux=2e3) for a, b, t in galaxies])
-    images = images + torch.randn(images.shape, generator=torch.Generator().manual_seed(2))
+    images = images + noise(images.shape, seed=2)
     adaptive = AdaptiveMoments(64, **ADAPTIVE)
     windowed = adaptive(images)
     assert len(set(adaptive.fit(images)[2].tolist())) > 2  # several windows were used
@@ -83,10 +88,10 @@ def test_adaptive_moments_in_windows_equal_the_whole_stamp():
 
 @pytest.mark.parametrize("stretch", [False, True])
 def test_adaptive_moments_of_pure_noise_are_finite(stretch):
-    noise = torch.randn(32, 64 * 64, generator=torch.Generator().manual_seed(3))
+    images = noise(32, 64 * 64, seed=3)
     if stretch:  # heavy tails, as the inverse image stretch gives: pulled a weight to zero width
-        noise = torch.sinh(1.2 * noise + 0.3)
-    assert torch.isfinite(AdaptiveMoments(64, **ADAPTIVE)(noise)).all()
+        images = torch.sinh(1.2 * images + 0.3)
+    assert torch.isfinite(AdaptiveMoments(64, **ADAPTIVE)(images)).all()
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,7 @@ def test_radii_must_be_positive():
         StampPhotometry(64, apertures_px=[4, -2], weights_px=[])
 
 
-SAMPLE = torch.randn(16, 1, 64, 64)  # normalised stamps for the feature statistics
+SAMPLE = noise(16, 1, 64, 64, seed=2)  # normalised stamps for the feature statistics
 
 
 def refiner(freeze=False):
@@ -118,14 +123,14 @@ def refiner(freeze=False):
 
 def test_untrained_refiner_returns_the_network_outputs():
     model = refiner().eval()
-    x = torch.randn(4, 1, 64, 64)
+    x = noise(4, 1, 64, 64, seed=3)
     torch.testing.assert_close(model(x), model.network(x))
 
 
 def test_frozen_network_gets_no_gradient_and_stays_in_eval_mode():
     model = refiner(freeze=True).train()
     assert not model.network.training and model.refine.training
-    model(torch.randn(4, 1, 64, 64)).square().sum().backward()
+    model(noise(4, 1, 64, 64, seed=4)).square().sum().backward()
     assert all(p.grad is None for p in model.network.parameters())
     assert all(p.grad is not None for p in model.refine.parameters())
 
@@ -139,7 +144,7 @@ def test_refiner_needs_the_image_norm_and_feature_statistics():
 
 def test_refiner_outputs_stay_float32_under_bf16_autocast():
     model = refiner().eval()
-    x = torch.randn(2, 1, 64, 64)
+    x = noise(2, 1, 64, 64, seed=5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
     assert out.dtype == torch.float32
@@ -166,5 +171,9 @@ def test_cache_views_repeat_the_photometry_and_turn_the_network_inputs():
     with torch.no_grad():
         expected = model.encode(images)  # view 0: the stamps themselves (batches of 8, not 4)
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(second[:, 8:], first[:, 8:], rtol=1e-4, atol=1e-4)  # photometry
+    # photometry, in its own units (standardising divides by stds down to 0.03). On these
+    # pure-noise stamps the adaptive fits amplify float32 round-off, which differs between
+    # a stamp and its turned copy, to <= 2.4e-4 (40 noise draws); another stamp differs by > 1
+    raw = model.feature_std
+    torch.testing.assert_close(second[:, 8:] * raw, first[:, 8:] * raw, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(second[:, :8], first[:, :8])  # the network saw turned stamps
