@@ -31,13 +31,15 @@ from .training import resolve_device
 log = logging.getLogger(__name__)
 
 
-def default_data(predictor: Predictor) -> Path:
-    """``test.h5`` in the data folder the (first) checkpoint was trained on."""
-    data_dir = OmegaConf.create(predictor.payload["config"]).get("data_dir")
+def default_data(predictor: Predictor, data_dir: str | None = None) -> Path:
+    """``test.h5`` in ``data_dir``, or by default in the data folder the (first) checkpoint
+    was trained on."""
+    if data_dir is None:
+        data_dir = OmegaConf.create(predictor.payload["config"]).get("data_dir")
     path = Path(str(data_dir)) / "test.h5"
     if not path.exists():
         raise DataError(
-            f"the checkpoint's test split {path} does not exist; pass data=PATH to a SPEC HDF5 file"
+            f"the test split {path} does not exist; pass data=PATH to a SPEC HDF5 file"
         )
     return path
 
@@ -47,7 +49,10 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(checkpoints(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
-    data = Path(cfg.data) if cfg.data else default_data(predictor)
+    # The shipped model was trained on folders a user does not have: it uses this install's
+    # default data set instead (data/sersic, what `python -m simulate` writes).
+    shipped_dir = None if cfg.ckpt else cfg.paths.data_dir
+    data = Path(cfg.data) if cfg.data else default_data(predictor, shipped_dir)
     attrs = describe_split(data, predictor.labels)
     with h5py.File(data, "r") as f:
         crb_names = [f"crb_{name}" for name in predictor.labels if f"params/crb_{name}" in f]

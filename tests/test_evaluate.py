@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 from conftest import compose_config, run_module
 
+from fitnet import pretrained
 from fitnet.evaluation import run_evaluate
 from fitnet.metrics import binned, report, summarize
 
@@ -38,6 +40,19 @@ def test_evaluate_writes_metrics_tables_and_plots(tiny_ckpt, tiny_data, tmp_path
 def test_default_data_is_the_training_test_split(tiny_ckpt, tmp_path):
     summary = run_evaluate(evaluate_config(f"ckpt={tiny_ckpt}"), tmp_path)
     assert summary["data"].endswith("test.h5")
+
+
+def test_shipped_model_defaults_to_the_default_data_set(
+    tiny_ckpt, tiny_data, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        pretrained, "DEFAULT", pretrained.export(tiny_ckpt, tmp_path / "shipped.pt")
+    )
+    other = tmp_path / "other"  # not the folder the checkpoint was trained on
+    other.mkdir()
+    shutil.copy(tiny_data / "test.h5", other / "test.h5")
+    summary = run_evaluate(evaluate_config(f"paths.data_dir={other}"), tmp_path / "eval")
+    assert summary["data"] == str(other / "test.h5")
 
 
 def test_perfect_predictor_has_zero_bias_and_scatter():
