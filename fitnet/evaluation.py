@@ -38,9 +38,7 @@ def default_data(predictor: Predictor, data_dir: str | None = None) -> Path:
         data_dir = OmegaConf.create(predictor.payload["config"]).get("data_dir")
     path = Path(str(data_dir)) / "test.h5"
     if not path.exists():
-        raise DataError(
-            f"the test split {path} does not exist; pass data=PATH to a SPEC HDF5 file"
-        )
+        raise DataError(f"the test split {path} does not exist; pass data=PATH to a SPEC HDF5 file")
     return path
 
 
