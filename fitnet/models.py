@@ -229,15 +229,22 @@ class PhotometricRefiner(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The refiner's input for normalised stamps x: the network's outputs and the
         standardised photometry, (B, num_outputs + num_features), float32."""
-        if torch.isnan(self.feature_std).any():
-            raise RuntimeError("PhotometricRefiner: call prepare before the first forward")
+        return torch.cat([self.network_outputs(x), self.standard_photometry(x)], 1)
+
+    def network_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's outputs (B, num_outputs) for normalised stamps x, float32."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_network):
             features = self.network.features(x)
             with torch.autocast(x.device.type, enabled=False):
-                out = self.network.head(features.float())
+                return self.network.head(features.float())
+
+    def standard_photometry(self, x: torch.Tensor) -> torch.Tensor:
+        """The photometry of normalised stamps x, standardised (B, num_features), float32;
+        unchanged by flips and rotations of the stamps."""
+        if torch.isnan(self.feature_std).any():
+            raise RuntimeError("PhotometricRefiner: call prepare before the first forward")
         with torch.autocast(x.device.type, enabled=False):
-            features = (self.photometry(self._image(x)) - self.feature_mean) / self.feature_std
-            return torch.cat([out, features], 1)
+            return (self.photometry(self._image(x)) - self.feature_mean) / self.feature_std
 
     def correct(self, z: torch.Tensor) -> torch.Tensor:
         """The outputs for refiner inputs z from ``encode``: the network's plus a correction."""

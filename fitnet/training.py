@@ -387,17 +387,25 @@ def encode_batches(
     """In-memory batches of ``model.encode`` of every stamp (in eval mode), with its labels:
     what a ``PhotometricRefiner`` with a frozen network trains on. The first view of each stamp
     is the stamp itself; each further one a random flip or rotation of it (from
-    ``generator``), whose network outputs differ while its photometry does not."""
+    ``generator``), whose network outputs differ while its photometry does not: that is
+    measured once per stamp and repeated."""
     model.eval()
-    inputs, labels = [], []
+    photometry, outputs, labels = [], [[] for _ in range(views)], []
     with torch.no_grad(), autocast(batches.device, cfg):
         for view in range(views):
             for x, y in batches.iterate(None):
                 if view:
                     x = dihedral(x, generator)
-                inputs.append(model.encode(memory_layout(x, cfg)).float())
-                labels.append(y)
-    return Batches(torch.cat(inputs), torch.cat(labels), batches.batch_size, batches.device)
+                else:
+                    photometry.append(model.standard_photometry(x))
+                    labels.append(y)
+                outputs[view].append(model.network_outputs(memory_layout(x, cfg)).float())
+    inputs = [
+        torch.cat([out, phot], 1)
+        for per_view in outputs
+        for out, phot in zip(per_view, photometry, strict=True)
+    ]
+    return Batches(torch.cat(inputs), torch.cat(labels * views), batches.batch_size, batches.device)
 
 
 def wraps_network(run_model: DictConfig, ckpt_model: dict) -> bool:
