@@ -171,9 +171,9 @@ def test_cache_views_repeat_the_photometry_and_turn_the_network_inputs():
     with torch.no_grad():
         expected = model.encode(images)  # view 0: the stamps themselves (batches of 8, not 4)
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
-    # photometry, in its own units (standardising divides by stds down to 0.03). On these
-    # pure-noise stamps the adaptive fits amplify float32 round-off, which differs between
-    # a stamp and its turned copy, to <= 2.4e-4 (40 noise draws); another stamp differs by > 1
+    # photometry, in its own units (standardising divides by stds down to 0.03). The cache
+    # repeats the stamp's own; measuring the turned copy instead would differ by float32
+    # round-off, <= 2.4e-4 on these pure-noise stamps (40 draws); another stamp by > 1
     raw = model.feature_std
     torch.testing.assert_close(second[:, 8:] * raw, first[:, 8:] * raw, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(second[:, :8], first[:, :8])  # the network saw turned stamps
