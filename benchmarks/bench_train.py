@@ -131,7 +131,9 @@ def main():
         sources = {"synthetic": None}
         for key, (max_gb, workers) in paths.items():
             data_cfg = OmegaConf.create({"max_memory_gb": max_gb, "num_workers": workers})
-            sources[key] = make_batches(path, attrs, norm, scaler, cfg.batch_size, device, data_cfg)
+            sources[key] = make_batches(
+                [path], attrs, norm, scaler, cfg.batch_size, device, data_cfg
+            )
         batch = (x, y)
         # with bf16 autocast on this device, float32 steps on the same batch are the baseline
         bf16 = amp_enabled(cfg, device)

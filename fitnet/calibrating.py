@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint
-from .data import DataError, describe_split, read_labels
+from .data import DataError, data_dirs, describe_split, read_labels
 from .inputs import StampMaker, iter_stamps
 from .metrics import calibration, standard_scores
 from .predicting import as_list, checkpoints
@@ -36,29 +36,29 @@ def check_independent(payload: dict, files: dict[Path, dict]) -> None:
     Galaxy i of master seed s is the same galaxy in every file the simulator writes, so a set
     made with the training seed overlaps the training split wherever the index ranges overlap.
     """
-    data_dir = OmegaConf.create(payload["config"]).get("data_dir")
-    train = Path(str(data_dir)) / "train.h5"
-    if not train.is_file():
-        log.warning(
-            "cannot check that the calibration galaxies are not training galaxies: the "
-            "checkpoint's training split %s is not here",
-            train,
-        )
-        return
-    t = describe_split(train)
-    for path, a in files.items():
-        same_seed = a.get("master_seed") == t.get("master_seed")
-        if (
-            same_seed
-            and a.get("index_start", 0) < t["index_stop"]
-            and t["index_start"] < a.get("index_stop", 0)
-        ):
-            raise DataError(
-                f"{path} holds galaxies {a['index_start']}..{a['index_stop'] - 1} of master seed "
-                f"{a['master_seed']}, which overlap the training split {train} (galaxies "
-                f"{t['index_start']}..{t['index_stop'] - 1}): calibrate on galaxies the model "
-                "never saw, e.g. `python -m simulate seed=<another seed> out_dir=data/calib`"
+    for data_dir in data_dirs(OmegaConf.create(payload["config"]).get("data_dir")):
+        train = Path(data_dir) / "train.h5"
+        if not train.is_file():
+            log.warning(
+                "cannot check that the calibration galaxies are not training galaxies: the "
+                "checkpoint's training split %s is not here",
+                train,
             )
+            continue
+        t = describe_split(train)
+        for path, a in files.items():
+            same_seed = a.get("master_seed") == t.get("master_seed")
+            if (
+                same_seed
+                and a.get("index_start", 0) < t["index_stop"]
+                and t["index_start"] < a.get("index_stop", 0)
+            ):
+                raise DataError(
+                    f"{path} holds galaxies {a['index_start']}..{a['index_stop'] - 1} of master "
+                    f"seed {a['master_seed']}, which overlap the training split {train} (galaxies "
+                    f"{t['index_start']}..{t['index_stop'] - 1}): calibrate on galaxies the model "
+                    "never saw, e.g. `python -m simulate seed=<another seed> out_dir=data/calib`"
+                )
 
 
 def standard_scores_on(

@@ -9,6 +9,7 @@ of a bright galaxy in the same range.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from .labels import LabelScaler
 
 #: Root attributes a split file must carry for the network to know what its pixels mean.
 REQUIRED_ATTRS = ("pixel_scale_arcsec", "background_rms_e_per_s", "zero_point_mag")
+#: Attributes in which files used together (train and val, or the folders of one data_dir list)
+#: must agree: they fix what a pixel value and a stamp mean.
+MATCHING_ATTRS = (
+    "stamp_size",
+    "pixel_scale_arcsec",
+    "background_rms_e_per_s",
+    "zero_point_mag",
+    "psf",
+)
 NORM_CHUNK = 1024  # images normalised at a time while loading
 
 
@@ -49,6 +59,21 @@ class ImageNorm:
     @classmethod
     def from_state(cls, state: dict) -> ImageNorm:
         return cls(**state)
+
+
+def data_dirs(data_dir) -> list[str]:
+    """The ``data_dir`` option as a list of folders: one folder, or a list of them."""
+    if isinstance(data_dir, Sequence) and not isinstance(data_dir, str):
+        dirs = [str(d) for d in data_dir]
+        if not dirs:
+            raise DataError("data_dir=[] names no folder: give a folder or a list of folders")
+        return dirs
+    return [str(data_dir)]
+
+
+def split_paths(data_dir, split: str) -> list[Path]:
+    """The ``split`` file of each folder of ``data_dir`` (a folder or a list of folders)."""
+    return [split_path(d, split) for d in data_dirs(data_dir)]
 
 
 def split_path(data_dir: str | Path, split: str) -> Path:
@@ -94,9 +119,33 @@ def describe_split(path: Path, targets: list[str] | None = None) -> dict:
     return attrs
 
 
-def read_labels(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        return {name: f["params"][name][()].astype(float) for name in names}
+def describe_splits(paths: list[Path], targets: list[str] | None = None) -> dict:
+    """``describe_split`` of files that together form one split: the first file's attributes
+    with ``n_images`` their total; DataError where they differ in ``MATCHING_ATTRS``."""
+    first, *others = [describe_split(p, targets) for p in paths]
+    for path, attrs in zip(paths[1:], others, strict=True):
+        check_matching(paths[0], first, path, attrs)
+    return {**first, "n_images": sum(a["n_images"] for a in [first, *others])}
+
+
+def check_matching(path_a: Path, attrs_a: dict, path_b: Path, attrs_b: dict) -> None:
+    for key in MATCHING_ATTRS:
+        if attrs_a.get(key) != attrs_b.get(key):
+            raise DataError(
+                f"{path_a} and {path_b} differ in {key}: {attrs_a.get(key)} vs "
+                f"{attrs_b.get(key)}; files used together must come from one instrument and "
+                "stamp size"
+            )
+
+
+def read_labels(paths: Path | list[Path], names: list[str]) -> dict[str, np.ndarray]:
+    """The labels ``names`` of one file, or of several files one after the other."""
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
+    per_file = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            per_file.append({name: f["params"][name][()].astype(float) for name in names})
+    return {name: np.concatenate([labels[name] for labels in per_file]) for name in names}
 
 
 def fit_image_norm(path: Path, rms: float, softening: float, n_images: int) -> ImageNorm:
@@ -114,16 +163,23 @@ def sample_images(path: Path, norm: ImageNorm, n_images: int) -> torch.Tensor:
         return norm(torch.from_numpy(f["images"][: max(1, n_images)]))[:, None]
 
 
-def load_images(path: Path, norm: ImageNorm, device: torch.device) -> torch.Tensor:
-    """Whole split, normalised, as a float32 tensor (N, 1, S, S) on ``device``."""
-    with h5py.File(path, "r") as f:
-        ds = f["images"]
-        out = torch.empty(
-            (ds.shape[0], 1, ds.shape[1], ds.shape[2]), dtype=torch.float32, device=device
-        )
-        for start in range(0, ds.shape[0], NORM_CHUNK):
-            chunk = torch.from_numpy(ds[start : start + NORM_CHUNK]).to(device)
-            out[start : start + len(chunk), 0] = norm(chunk)
+def load_images(paths: list[Path], norm: ImageNorm, device: torch.device) -> torch.Tensor:
+    """The images of ``paths`` one after the other, normalised, as a float32 tensor
+    (N, 1, S, S) on ``device``."""
+    shapes = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            shapes.append(f["images"].shape)
+    size = shapes[0][1:]
+    out = torch.empty((sum(s[0] for s in shapes), 1, *size), dtype=torch.float32, device=device)
+    offset = 0
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            ds = f["images"]
+            for start in range(0, ds.shape[0], NORM_CHUNK):
+                chunk = torch.from_numpy(ds[start : start + NORM_CHUNK]).to(device)
+                out[offset + start : offset + start + len(chunk), 0] = norm(chunk)
+            offset += ds.shape[0]
     return out
 
 
@@ -210,13 +266,20 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(transpose, out.transpose(-1, -2), out)
 
 
-def make_batches(path, attrs, norm, scaler: LabelScaler, batch_size, device, data_cfg) -> Batches:
-    """In memory (on ``device``) when the split fits in ``data.max_memory_gb``, else streamed."""
-    labels = scaler.encode(read_labels(path, scaler.names))
+def make_batches(
+    paths: list[Path], attrs, norm, scaler: LabelScaler, batch_size, device, data_cfg
+) -> Batches:
+    """The stamps of ``paths`` (one split, ``attrs`` from ``describe_splits``) one file after the
+    other: in memory (on ``device``) when they fit in ``data.max_memory_gb``, else streamed."""
+    labels = [scaler.encode(read_labels(path, scaler.names)) for path in paths]
     if split_bytes(attrs) <= data_cfg.max_memory_gb * 1e9:
-        images = load_images(path, norm, device)
-        return Batches(images, torch.from_numpy(labels).to(device), batch_size, device)
-    dataset = H5Images(path, norm, labels)
+        images = load_images(paths, norm, device)
+        return Batches(
+            images, torch.from_numpy(np.concatenate(labels)).to(device), batch_size, device
+        )
+    dataset = torch.utils.data.ConcatDataset(
+        [H5Images(path, norm, lab) for path, lab in zip(paths, labels, strict=True)]
+    )
     return Batches(
         None, None, batch_size, device, dataset=dataset, num_workers=data_cfg.num_workers
     )

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from simulate.io import atomic_path
 
-from .data import DataError, describe_split, read_labels
+from .data import DataError, data_dirs, describe_split, read_labels
 from .inputs import StampMaker, iter_stamps
 from .labels import spec_error
 from .metrics import markdown, report, summarize
@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def default_data(predictor: Predictor, data_dir: str | None = None) -> Path:
-    """``test.h5`` in ``data_dir``, or by default in the data folder the (first) checkpoint
-    was trained on."""
+    """``test.h5`` in ``data_dir``, or by default in the (first) data folder the (first)
+    checkpoint was trained on."""
     if data_dir is None:
-        data_dir = OmegaConf.create(predictor.payload["config"]).get("data_dir")
+        data_dir = data_dirs(OmegaConf.create(predictor.payload["config"]).get("data_dir"))[0]
     path = Path(str(data_dir)) / "test.h5"
     if not path.exists():
         raise DataError(f"the test split {path} does not exist; pass data=PATH to a SPEC HDF5 file")

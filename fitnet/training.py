@@ -26,13 +26,14 @@ from .data import (
     Batches,
     DataError,
     ImageNorm,
-    describe_split,
+    check_matching,
+    describe_splits,
     dihedral,
     fit_image_norm,
     make_batches,
     read_labels,
     sample_images,
-    split_path,
+    split_paths,
 )
 from .labels import LabelScaler, calibration_scale, parse_targets
 from .metrics import label_metrics
@@ -177,14 +178,11 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     device = resolve_device(cfg.device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_path, val_path = split_path(cfg.data_dir, "train"), split_path(cfg.data_dir, "val")
-    train_attrs = describe_split(train_path, targets)
-    val_attrs = describe_split(val_path, targets)
-    for key in ("stamp_size", "pixel_scale_arcsec", "background_rms_e_per_s"):
-        if train_attrs[key] != val_attrs[key]:
-            raise DataError(
-                f"train.h5 and val.h5 differ in {key}: {train_attrs[key]} vs {val_attrs[key]}"
-            )
+    # data_dir: a folder, or a list of folders whose splits are used one after the other
+    train_paths, val_paths = split_paths(cfg.data_dir, "train"), split_paths(cfg.data_dir, "val")
+    train_attrs = describe_splits(train_paths, targets)
+    val_attrs = describe_splits(val_paths, targets)
+    check_matching(train_paths[0], train_attrs, val_paths[0], val_attrs)
     image_size = train_attrs["stamp_size"]
 
     resumed = checkpoint.load(cfg.resume) if cfg.resume else None
@@ -204,9 +202,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
             model_cfg = {**OmegaConf.to_container(cfg.model, resolve=True), "network": model_cfg}
     else:
         refining = False
-        scaler = LabelScaler.fit(targets, cfg.labels, read_labels(train_path, targets))
+        scaler = LabelScaler.fit(targets, cfg.labels, read_labels(train_paths, targets))
         norm = fit_image_norm(
-            train_path,
+            train_paths[0],
             train_attrs["background_rms_e_per_s"],
             cfg.image_norm.softening,
             cfg.image_norm.stats_images,
@@ -220,7 +218,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     loads_whole_state = resumed is not None or (start is not None and not refining)
     if hasattr(model, "prepare") and not loads_whole_state:
         # data-derived state (PhotometricRefiner's feature statistics) that no checkpoint brings
-        model.prepare(norm, sample_images(train_path, norm, cfg.image_norm.stats_images))
+        model.prepare(norm, sample_images(train_paths[0], norm, cfg.image_norm.stats_images))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optim, [p for p in model.parameters() if p.requires_grad])
@@ -246,10 +244,10 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     step_model = torch.compile(model) if cfg.compile else model
 
     train_batches = make_batches(
-        train_path, train_attrs, norm, scaler, cfg.batch_size, device, cfg.data
+        train_paths, train_attrs, norm, scaler, cfg.batch_size, device, cfg.data
     )
     val_batches = make_batches(
-        val_path, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
+        val_paths, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
     )
     augment = cfg.augment
     if cfg.cache_frozen and getattr(model, "freeze_network", False):
@@ -264,7 +262,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
             len(train_batches.labels) + len(val_batches.labels),
             time.perf_counter() - t0,
         )
-    val_true = read_labels(val_path, targets)
+    val_true = read_labels(val_paths, targets)
     val_z = scaler.encode(val_true)  # standardised, for the sigma calibration
     log.info(
         "training %s for %s on %s: %d train / %d val stamps of %d px, %d parameters, seed %d -> %s",

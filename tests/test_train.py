@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
+from conftest import compose_config, run_module
+from omegaconf import OmegaConf
 
 from fitnet import training
 from fitnet.checkpoint import CheckpointError, load, load_model
-from fitnet.data import DataError, dihedral
+from fitnet.data import (
+    DataError,
+    ImageNorm,
+    describe_splits,
+    dihedral,
+    load_images,
+    make_batches,
+    split_paths,
+)
 from fitnet.labels import LabelScaler, TargetError, calibration_scale, parse_targets
 from fitnet.training import TrainConfigError, train
 
@@ -50,6 +60,51 @@ def test_target_subset_and_resnet_and_nll(train_config, tmp_path):
 def test_streaming_from_hdf5(train_config, tmp_path):
     best = train(train_config("data.max_memory_gb=0", "data.num_workers=0"), tmp_path / "run")
     assert math.isfinite(best)
+
+
+@pytest.mark.parametrize("max_memory_gb", [100.0, 0.0], ids=["memory", "stream"])
+def test_batches_of_two_folders_hold_both_splits_in_order(tiny_data, tmp_path, max_memory_gb):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    with h5py.File(other / "train.h5", "r+") as f:  # tell the copies apart
+        f["images"][...] = f["images"][()] + 1.0
+        f["params/q"][...] = 0.5
+    paths = split_paths([str(tiny_data), str(other)], "train")
+    attrs = describe_splits(paths, ["q"])
+    norm = ImageNorm(rms=attrs["background_rms_e_per_s"], softening=1.0)
+    scaler = LabelScaler.fit(["q"], compose_config("train").labels, {"q": np.array([0.2, 0.9])})
+    data_cfg = OmegaConf.create({"max_memory_gb": max_memory_gb, "num_workers": 0})
+    batches = make_batches(paths, attrs, norm, scaler, 8, torch.device("cpu"), data_cfg)
+    images, labels = map(torch.cat, zip(*batches.iterate(None), strict=True))
+    assert attrs["n_images"] == len(images) == 64
+    expected = torch.cat([load_images([p], norm, torch.device("cpu")) for p in paths])
+    torch.testing.assert_close(images, expected)
+    q, _ = scaler.decode(labels.numpy())
+    assert not np.allclose(q[:32, 0], 0.5) and np.allclose(q[32:, 0], 0.5)
+
+
+def test_train_on_a_list_of_folders(train_config, tiny_data, tmp_path, caplog):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    caplog.set_level("INFO", logger="fitnet.training")
+    train(train_config(f"data_dir=[{tiny_data},{other}]"), tmp_path / "run")
+    assert "64 train / 8 val stamps" in caplog.text
+    config = OmegaConf.create(load(tmp_path / "run" / "best.pt")["config"])
+    assert list(config.data_dir) == [str(tiny_data), str(other)]
+
+
+def test_folders_of_other_instruments_raise(train_config, tiny_data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    with h5py.File(other / "train.h5", "r+") as f:
+        f.attrs["pixel_scale_arcsec"] = 0.1
+    with pytest.raises(DataError, match=r"differ in pixel_scale_arcsec: 0\.06 vs 0\.1"):
+        train(train_config(f"data_dir=[{tiny_data},{other}]"), tmp_path / "run")
+
+
+def test_empty_folder_list_raises(train_config, tmp_path):
+    with pytest.raises(DataError, match=r"data_dir=\[\] names no folder"):
+        train(train_config("data_dir=[]"), tmp_path / "run")
 
 
 def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
