@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fitnet.checkpoint import build_model
+from fitnet.compute import amp_enabled
 from fitnet.data import (
     describe_split,
     fit_image_norm,
@@ -35,7 +36,7 @@ from fitnet.data import (
     split_path,
 )
 from fitnet.labels import LabelScaler, parse_targets
-from fitnet.training import amp_enabled, train_step
+from fitnet.training import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -22,6 +22,8 @@ from tqdm import tqdm
 from simulate.io import atomic_path
 
 from . import checkpoint
+from .caching import frozen_batches
+from .compute import autocast, memory_layout
 from .data import (
     Batches,
     DataError,
@@ -148,17 +150,6 @@ def loss_value(
     return nll.mean()
 
 
-def amp_enabled(cfg, device: torch.device) -> bool:
-    """Whether training runs in bf16 autocast on ``device``: ``cfg.amp`` on CUDA, and on the CPU
-    only with ``cfg.amp_cpu`` as well."""
-    return bool(cfg.amp) and (device.type == "cuda" or bool(cfg.amp_cpu))
-
-
-def autocast(device: torch.device, cfg) -> torch.autocast:
-    enabled = amp_enabled(cfg, device)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def write_csv(path: Path, history: list[dict]) -> None:
     if not history:
         return
@@ -243,25 +234,23 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         log.info("starting from the weights of %s", cfg.init_from)
     step_model = torch.compile(model) if cfg.compile else model
 
-    train_batches = make_batches(
-        train_paths, train_attrs, norm, scaler, cfg.batch_size, device, cfg.data
-    )
-    val_batches = make_batches(
-        val_paths, val_attrs, norm, scaler, cfg.data.eval_batch_size, device, cfg.data
-    )
+    paths = {"train": train_paths, "val": val_paths}
+    attrs = {"train": train_attrs, "val": val_attrs}
+    sizes = {"train": cfg.batch_size, "val": cfg.data.eval_batch_size}
+
+    def batches_of(split: str) -> Batches:
+        return make_batches(
+            paths[split], attrs[split], norm, scaler, sizes[split], device, cfg.data
+        )
+
     augment = cfg.augment
     if cfg.cache_frozen and getattr(model, "freeze_network", False):
-        t0 = time.perf_counter()
-        # Its own generator: the cache is the same when a resumed run rebuilds it.
-        views = torch.Generator().manual_seed(cfg.seed)
-        train_batches = encode_batches(model, train_batches, cfg, cfg.cache_views, views)
-        val_batches = encode_batches(model, val_batches, cfg)
-        step_model, augment = FrozenRefinerHead(model), False
-        log.info(
-            "frozen network: its outputs and the photometry of %d stamps cached in %.1fs",
-            len(train_batches.labels) + len(val_batches.labels),
-            time.perf_counter() - t0,
+        train_batches, val_batches = frozen_batches(
+            model, model_cfg, scaler, paths, batches_of, cfg, device
         )
+        step_model, augment = FrozenRefinerHead(model), False
+    else:
+        train_batches, val_batches = batches_of("train"), batches_of("val")
     val_true = read_labels(val_paths, targets)
     val_z = scaler.encode(val_true)  # standardised, for the sigma calibration
     log.info(
@@ -369,41 +358,6 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     plot_history(history, output_dir / "loss_curve.png")
     log.info("best validation loss %.4f; checkpoints in %s", best, output_dir)
     return best
-
-
-def memory_layout(x: torch.Tensor, cfg) -> torch.Tensor:
-    """Images (B, C, H, W) in channels-last order when ``cfg.channels_last``; other inputs
-    (cached refiner inputs) as they are."""
-    if cfg.channels_last and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def encode_batches(
-    model, batches: Batches, cfg, views: int = 1, generator: torch.Generator | None = None
-) -> Batches:
-    """In-memory batches of ``model.encode`` of every stamp (in eval mode), with its labels:
-    what a ``PhotometricRefiner`` with a frozen network trains on. The first view of each stamp
-    is the stamp itself; each further one a random flip or rotation of it (from
-    ``generator``), whose network outputs differ while its photometry does not: that is
-    measured once per stamp and repeated."""
-    model.eval()
-    photometry, outputs, labels = [], [[] for _ in range(views)], []
-    with torch.no_grad(), autocast(batches.device, cfg):
-        for view in range(views):
-            for x, y in batches.iterate(None):
-                if view:
-                    x = dihedral(x, generator)
-                else:
-                    photometry.append(model.standard_photometry(x))
-                    labels.append(y)
-                outputs[view].append(model.network_outputs(memory_layout(x, cfg)).float())
-    inputs = [
-        torch.cat([out, phot], 1)
-        for per_view in outputs
-        for out, phot in zip(per_view, photometry, strict=True)
-    ]
-    return Batches(torch.cat(inputs), torch.cat(labels * views), batches.batch_size, batches.device)
 
 
 def wraps_network(run_model: DictConfig, ckpt_model: dict) -> bool:

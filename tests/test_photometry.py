@@ -10,10 +10,10 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
+from fitnet.caching import encode_batches
 from fitnet.checkpoint import build_model
 from fitnet.data import Batches, ImageNorm, dihedral
 from fitnet.photometry import AdaptiveMoments, StampPhotometry
-from fitnet.training import encode_batches
 
 
 def shifted_gaussian(size, sigma_x, sigma_y, angle, dx, dy, flux=1e5):

@@ -13,7 +13,7 @@ import torch
 from conftest import compose_config, run_module
 from omegaconf import OmegaConf
 
-from fitnet import training
+from fitnet import caching, compute, training
 from fitnet.checkpoint import CheckpointError, load, load_model
 from fitnet.data import (
     DataError,
@@ -341,7 +341,7 @@ def test_cpu_runs_bf16_only_with_amp_cpu(amp_cpu, dtype):
 
     cfg = compose_config("train", [f"amp_cpu={amp_cpu}"])
     layer = torch.nn.Linear(4, 2)
-    with training.autocast(torch.device("cpu"), cfg):
+    with compute.autocast(torch.device("cpu"), cfg):
         assert layer(torch.ones(1, 4)).dtype == dtype
 
 
@@ -400,3 +400,36 @@ def test_resumed_cached_refiner_run_continues_exactly(train_config, tmp_path, mo
     assert b["epoch"] == 2
     for key, value in a["model"]["state_dict"].items():
         assert torch.equal(value, b["model"]["state_dict"][key]), key
+
+
+def test_saved_refiner_cache_is_loaded_by_the_next_run(train_config, tmp_path, monkeypatch):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    refine = [
+        "experiment=refine_photometry",
+        "epochs=2",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"init_from={tmp_path / 'first' / 'last.pt'}",
+    ]
+    train(train_config(*refine), tmp_path / "computed")
+    assert len(list((tmp_path / "cache").glob("refiner-cache-*.pt"))) == 1
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the saved cache was computed again")
+
+    monkeypatch.setattr(caching, "encode_batches", not_again)
+    train(train_config(*refine), tmp_path / "loaded")
+    a, b = load(tmp_path / "computed" / "last.pt"), load(tmp_path / "loaded" / "last.pt")
+    for key, value in a["model"]["state_dict"].items():
+        assert torch.equal(value, b["model"]["state_dict"][key]), key
+
+
+def test_refiner_cache_of_other_views_is_not_loaded(train_config, tmp_path):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    start = f"init_from={tmp_path / 'first' / 'last.pt'}"
+    for views in (1, 2):
+        cfg = train_config(
+            "experiment=refine_photometry", start, f"cache_views={views}", f"cache_dir={tmp_path}"
+        )
+        train(cfg, tmp_path / f"views{views}")
+    saved = [torch.load(p, weights_only=True) for p in tmp_path.glob("refiner-cache-*.pt")]
+    assert sorted(len(s["train"][1]) for s in saved) == [32, 64]
