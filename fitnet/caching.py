@@ -36,22 +36,26 @@ def encode_batches(
     """In-memory batches of ``model.encode`` of every stamp (in eval mode), with its labels.
     The first view of each stamp is the stamp itself; each further one a random flip or
     rotation of it (from ``generator``), whose network outputs differ while its photometry
-    does not: that is measured once per stamp and repeated."""
+    does not: that is measured once per stamp and repeated. With fresh noise
+    (``batches.fresh_noise``) every view also has its own noise, and its own photometry."""
     model.eval()
-    photometry, outputs, labels = [], [[] for _ in range(views)], []
+    photometry, outputs, labels = [[] for _ in range(views)], [[] for _ in range(views)], []
     with torch.no_grad(), autocast(batches.device, cfg):
         for view in range(views):
             for x, y in batches.iterate(None):
                 if view:
                     x = dihedral(x, generator)
                 else:
-                    photometry.append(model.standard_photometry(x))
                     labels.append(y)
+                if view == 0 or batches.fresh_noise:
+                    photometry[view].append(model.standard_photometry(x))
                 outputs[view].append(model.network_outputs(memory_layout(x, cfg)).float())
+    if not batches.fresh_noise:
+        photometry = [photometry[0]] * views
     inputs = [
         torch.cat([out, phot], 1)
-        for per_view in outputs
-        for out, phot in zip(per_view, photometry, strict=True)
+        for per_view, per_view_phot in zip(outputs, photometry, strict=True)
+        for out, phot in zip(per_view, per_view_phot, strict=True)
     ]
     return Batches(torch.cat(inputs), torch.cat(labels * views), batches.batch_size, batches.device)
 
@@ -82,6 +86,7 @@ def cache_key(model, model_cfg: dict, scaler, files: dict[str, list[Path]], cfg,
         "label_scaler": scaler.state(),
         "files": described,
         "views": cfg.cache_views,
+        "fresh_noise": cfg.fresh_noise,
         "seed": cfg.seed,
         "bf16": amp_enabled(cfg, device),
         "channels_last": cfg.channels_last,
@@ -96,7 +101,7 @@ def frozen_batches(
 ) -> tuple[Batches, Batches]:
     """Training and validation batches of the cached refiner inputs: loaded from ``cfg.cache_dir``
     when an earlier run saved them there with the same key, else computed from
-    ``batches_of(split)`` (and saved when ``cfg.cache_dir`` is set)."""
+    ``batches_of(split, noise_generator)`` (and saved when ``cfg.cache_dir`` is set)."""
     path = None
     if cfg.cache_dir:
         key = cache_key(model, model_cfg, scaler, files, cfg, device)
@@ -109,10 +114,11 @@ def frozen_batches(
                 Batches(*saved["val"], cfg.data.eval_batch_size, device),
             )
     t0 = time.perf_counter()
-    # Its own generator: the cache is the same when a resumed run rebuilds it.
+    # Its own generators: the cache is the same when a resumed run rebuilds it.
     views = torch.Generator().manual_seed(cfg.seed)
-    train = encode_batches(model, batches_of("train"), cfg, cfg.cache_views, views)
-    val = encode_batches(model, batches_of("val"), cfg)
+    noise = torch.Generator(device=device).manual_seed(cfg.seed)
+    train = encode_batches(model, batches_of("train", noise), cfg, cfg.cache_views, views)
+    val = encode_batches(model, batches_of("val", noise), cfg)
     log.info(
         "frozen network: its outputs and the photometry of %d stamps cached in %.1fs",
         len(train.labels) + len(val.labels),

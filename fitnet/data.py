@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .labels import LabelScaler
+from .noise import CCDNoise
 
 #: Root attributes a split file must carry for the network to know what its pixels mean.
 REQUIRED_ATTRS = ("pixel_scale_arcsec", "background_rms_e_per_s", "zero_point_mag")
@@ -29,6 +30,9 @@ MATCHING_ATTRS = (
     "background_rms_e_per_s",
     "zero_point_mag",
     "psf",
+    "exposure_time_s",
+    "sky_level_e_per_s_per_pixel",
+    "read_noise_e",
 )
 NORM_CHUNK = 1024  # images normalised at a time while loading
 
@@ -163,19 +167,22 @@ def sample_images(path: Path, norm: ImageNorm, n_images: int) -> torch.Tensor:
         return norm(torch.from_numpy(f["images"][: max(1, n_images)]))[:, None]
 
 
-def load_images(paths: list[Path], norm: ImageNorm, device: torch.device) -> torch.Tensor:
-    """The images of ``paths`` one after the other, normalised, as a float32 tensor
-    (N, 1, S, S) on ``device``."""
+def load_images(
+    paths: list[Path], norm: ImageNorm | None, device: torch.device, stack: str = "images"
+) -> torch.Tensor:
+    """The ``stack`` (/images, or /noiseless) of ``paths`` one after the other, normalised with
+    ``norm`` (None: in e-/s per pixel), as a float32 tensor (N, 1, S, S) on ``device``."""
+    norm = norm or (lambda x: x)
     shapes = []
     for path in paths:
         with h5py.File(path, "r") as f:
-            shapes.append(f["images"].shape)
+            shapes.append(f[stack].shape)
     size = shapes[0][1:]
     out = torch.empty((sum(s[0] for s in shapes), 1, *size), dtype=torch.float32, device=device)
     offset = 0
     for path in paths:
         with h5py.File(path, "r") as f:
-            ds = f["images"]
+            ds = f[stack]
             for start in range(0, ds.shape[0], NORM_CHUNK):
                 chunk = torch.from_numpy(ds[start : start + NORM_CHUNK]).to(device)
                 out[offset + start : offset + start + len(chunk), 0] = norm(chunk)
@@ -188,14 +195,15 @@ def split_bytes(attrs: dict) -> int:
 
 
 class H5Images(torch.utils.data.Dataset):
-    """Normalised images and standardised labels streamed from a split file.
+    """Images normalised with ``norm`` (None: in e-/s per pixel) and standardised labels
+    streamed from the ``stack`` (/images, or /noiseless) of a split file.
 
     Each DataLoader worker opens its own file handle on first use (h5py handles must not cross
     process boundaries).
     """
 
-    def __init__(self, path: Path, norm: ImageNorm, labels: np.ndarray):
-        self.path, self.norm, self.labels = Path(path), norm, labels
+    def __init__(self, path: Path, norm: ImageNorm | None, labels: np.ndarray, stack="images"):
+        self.path, self.norm, self.labels, self.stack = Path(path), norm, labels, stack
         self._file = None
 
     def __len__(self) -> int:
@@ -204,8 +212,8 @@ class H5Images(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         if self._file is None:
             self._file = h5py.File(self.path, "r")
-        image = torch.from_numpy(self._file["images"][i])[None]
-        return self.norm(image), torch.from_numpy(self.labels[i])
+        image = torch.from_numpy(self._file[self.stack][i])[None]
+        return (self.norm(image) if self.norm else image), torch.from_numpy(self.labels[i])
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -218,13 +226,19 @@ class Batches:
 
     In memory, a permutation drawn from ``generator`` indexes the (device) tensors directly;
     streamed, a DataLoader does the same with worker processes. Either way the order depends
-    only on the generator state, so a resumed run sees the same batches.
+    only on the generator state, so a resumed run sees the same batches. With ``noise`` (a
+    callable of a batch on the device), the stored images are noiseless and every batch gets
+    new noise (and its normalisation) from it as it is yielded.
     """
 
-    def __init__(self, images, labels, batch_size, device, dataset=None, num_workers=0):
+    def __init__(self, images, labels, batch_size, device, dataset=None, num_workers=0, noise=None):
         self.images, self.labels = images, labels  # tensors, or None when streaming
         self.dataset, self.num_workers = dataset, num_workers
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.noise = batch_size, device, noise
+
+    @property
+    def fresh_noise(self) -> bool:
+        return self.noise is not None
 
     def __len__(self) -> int:
         n = len(self.labels) if self.dataset is None else len(self.dataset)
@@ -234,10 +248,11 @@ class Batches:
         """Yield (images, labels) on the device; shuffled when ``generator`` is given."""
         n = len(self.labels) if self.dataset is None else len(self.dataset)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        noise = self.noise or (lambda x: x)
         if self.dataset is None:
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size].to(self.images.device)
-                yield self.images[idx], self.labels[idx]
+                yield noise(self.images[idx]), self.labels[idx]
             return
         loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -248,7 +263,7 @@ class Batches:
             persistent_workers=False,
         )
         for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield noise(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
 
 
 def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -267,19 +282,37 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def make_batches(
-    paths: list[Path], attrs, norm, scaler: LabelScaler, batch_size, device, data_cfg
+    paths: list[Path],
+    attrs,
+    norm,
+    scaler: LabelScaler,
+    batch_size,
+    device,
+    data_cfg,
+    noise: CCDNoise | None = None,
+    noise_generator: torch.Generator | None = None,
 ) -> Batches:
     """The stamps of ``paths`` (one split, ``attrs`` from ``describe_splits``) one file after the
-    other: in memory (on ``device``) when they fit in ``data.max_memory_gb``, else streamed."""
+    other: in memory (on ``device``) when they fit in ``data.max_memory_gb``, else streamed.
+    With ``noise``, the files' /noiseless stamps instead, with new noise from
+    ``noise_generator`` (on ``device``) every time a batch is drawn."""
     labels = [scaler.encode(read_labels(path, scaler.names)) for path in paths]
+    stack, stored_norm, fresh = "images", norm, None
+    if noise is not None:
+        stack, stored_norm = "noiseless", None
+        fresh = lambda x: norm(noise(x, noise_generator))  # noqa: E731
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                if stack not in f:
+                    raise DataError(
+                        f"{path} has no /noiseless stamps: fresh_noise=true needs training files "
+                        "written by `python -m simulate noiseless=true`"
+                    )
     if split_bytes(attrs) <= data_cfg.max_memory_gb * 1e9:
-        images = load_images(paths, norm, device)
-        return Batches(
-            images, torch.from_numpy(np.concatenate(labels)).to(device), batch_size, device
-        )
+        images = load_images(paths, stored_norm, device, stack)
+        labels = torch.from_numpy(np.concatenate(labels)).to(device)
+        return Batches(images, labels, batch_size, device, noise=fresh)
     dataset = torch.utils.data.ConcatDataset(
-        [H5Images(path, norm, lab) for path, lab in zip(paths, labels, strict=True)]
+        [H5Images(p, stored_norm, lab, stack) for p, lab in zip(paths, labels, strict=True)]
     )
-    return Batches(
-        None, None, batch_size, device, dataset=dataset, num_workers=data_cfg.num_workers
-    )
+    return Batches(None, None, batch_size, device, dataset, data_cfg.num_workers, noise=fresh)

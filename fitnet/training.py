@@ -40,6 +40,7 @@ from .data import (
 from .labels import LabelScaler, calibration_scale, parse_targets
 from .metrics import label_metrics
 from .models import FrozenRefinerHead
+from .noise import CCDNoise
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
 
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
+    # fresh_noise: new noise for every training stamp each time it is drawn, on the data's device
+    noise = None
+    if cfg.fresh_noise:
+        try:
+            noise = CCDNoise.from_attrs(train_attrs)
+        except KeyError as err:
+            raise DataError(f"{train_paths[0]}: fresh_noise=true, but {err.args[0]}") from err
+    noise_generator = torch.Generator(device=device).manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     model = checkpoint.build_model(model_cfg, 1, num_outputs, image_size).to(device)
     loads_whole_state = resumed is not None or (start is not None and not refining)
@@ -220,6 +229,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
         generator.set_state(resumed["rng"]["generator"])
+        if resumed["rng"].get("noise") is not None:
+            noise_generator.set_state(resumed["rng"]["noise"])
         torch.set_rng_state(resumed["rng"]["torch"])
         if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(resumed["rng"]["cuda"])
@@ -238,9 +249,18 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     attrs = {"train": train_attrs, "val": val_attrs}
     sizes = {"train": cfg.batch_size, "val": cfg.data.eval_batch_size}
 
-    def batches_of(split: str) -> Batches:
+    def batches_of(split: str, noise_generator: torch.Generator = noise_generator) -> Batches:
+        fresh = noise if split == "train" else None  # validation keeps its stored noise
         return make_batches(
-            paths[split], attrs[split], norm, scaler, sizes[split], device, cfg.data
+            paths[split],
+            attrs[split],
+            norm,
+            scaler,
+            sizes[split],
+            device,
+            cfg.data,
+            fresh,
+            noise_generator,
         )
 
     augment = cfg.augment
@@ -276,6 +296,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
             "scheduler": scheduler.state_dict(),
             "rng": {
                 "generator": generator.get_state(),
+                "noise": noise_generator.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             },

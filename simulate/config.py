@@ -101,6 +101,7 @@ class SimulateConfig:
     splits: Splits = field(default_factory=Splits)
     bounds: Bounds = field(default_factory=Bounds)
     montage: int = MISSING
+    noiseless: bool = MISSING
     overwrite: bool = MISSING
 
 

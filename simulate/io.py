@@ -3,6 +3,7 @@
 Layout of ``train.h5`` / ``val.h5`` / ``test.h5``::
 
     /images            float32 (N, S, S), e-/s per pixel, sky subtracted, image[i, y, x]
+    /noiseless         optional (simulate noiseless=true): the same stamps before noise
     /params/<label>    1-D per galaxy: mag n re q pa dx dy size, plus index, noise_seed,
                        flux, flux_stamp, snr, x_center, y_center, noise_rms
     /config            the resolved simulate configuration (YAML string)
@@ -115,9 +116,10 @@ def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) ->
 
 
 def create_split(
-    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str
+    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str, noiseless=False
 ) -> h5py.File:
-    """Create an empty split file with every dataset pre-allocated (deterministic layout)."""
+    """Create an empty split file with every dataset pre-allocated (deterministic layout);
+    with ``noiseless``, also /noiseless for the stamps before noise."""
     f = h5py.File(path, "w", libver="earliest", track_order=False)
     f.attrs["format"] = FORMAT_NAME
     f.attrs["format_version"] = FORMAT_VERSION
@@ -132,10 +134,18 @@ def create_split(
     plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     plist.set_obj_track_times(False)  # no creation timestamps: same config, same bytes
-    images_id = h5py.h5d.create(f.id, b"images", h5py.h5t.IEEE_F32LE, space, plist)
-    images = h5py.Dataset(images_id)
-    images.attrs["units"] = "e-/s per pixel"
-    images.attrs["description"] = "sky-subtracted noisy stamps, image[i, y, x]"
+    stacks = {"images": "sky-subtracted noisy stamps, image[i, y, x]"}
+    if noiseless:
+        stacks["noiseless"] = (
+            "the stamps of /images before noise (PSF-convolved, pixel-integrated), image[i, y, x]: "
+            "add new noise from the root noise attributes to train on fresh noise"
+        )
+    for name, description in stacks.items():
+        stack = h5py.Dataset(
+            h5py.h5d.create(f.id, name.encode(), h5py.h5t.IEEE_F32LE, space, plist)
+        )
+        stack.attrs["units"] = "e-/s per pixel"
+        stack.attrs["description"] = description
     group = f.create_group("params")
     for name, (dtype, units, description) in column_spec().items():
         ds = group.create_dataset(name, shape=(n_rows,), dtype=dtype, track_times=False)

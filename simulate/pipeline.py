@@ -46,7 +46,8 @@ DATA_KEYS = ("instrument", "prior", "render", "n", "seed", "splits", "bounds")
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.masked_copy(cfg, list(DATA_KEYS))
+    # noiseless=true adds a dataset; without it the data, and so the digest, is as it always was
+    return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *(["noiseless"] if cfg.get("noiseless") else [])])
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -87,13 +88,14 @@ def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.n
 def render_block(
     renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None
 ) -> tuple[np.ndarray, dict]:
-    """Noisy float32 stamps and the derived columns for the galaxies described by ``params``.
+    """Noisy float32 stamps, the same without noise, and the derived columns for the galaxies
+    described by ``params``.
 
     Galaxies with ``params["crb"]`` true also get Cramer-Rao bounds (``bounds`` holds the
     finite-difference steps, ``n_grid`` the render n grid).
     """
     m, s = len(params["index"]), renderer.stamp_size
-    images = np.empty((m, s, s), dtype=np.float32)
+    images, noiseless = np.empty((2, m, s, s), dtype=np.float32)
     extra = {name: np.empty(m) for name in ("flux", "flux_stamp", "snr", "x_center", "y_center")}
     extra.update({f"crb_{label}": np.full(m, np.nan) for label in FIT_LABELS})
     crb = params.get("crb", np.zeros(m, dtype=bool))
@@ -109,7 +111,8 @@ def render_block(
         extra["snr"][k] = matched_filter_snr(stamp, instrument)
         extra["x_center"][k], extra["y_center"][k] = renderer.centre(p["dx"], p["dy"], p["size"])
         images[k] = add_noise(stamp, instrument, params["noise_seed"][k])
-    return images, extra
+        noiseless[k] = stamp
+    return images, noiseless, extra
 
 
 def part_paths(part_dir: Path, window: int, block: int) -> tuple[Path, Path]:
@@ -117,28 +120,37 @@ def part_paths(part_dir: Path, window: int, block: int) -> tuple[Path, Path]:
     return stem.with_suffix(".npy"), stem.with_suffix(".npz")
 
 
+def noiseless_path(image_path: Path) -> Path:
+    """The part file of the noiseless stamps beside a part's image file."""
+    return image_path.with_name(image_path.stem + "-noiseless.npy")
+
+
 # Per-process state of the rendering workers (built once per process by _init_worker).
 _WORKER: dict = {}
 
 
-def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid) -> None:
+def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid, noiseless: bool) -> None:
     # GalSim's OpenMP threads only oversubscribe the cores that the worker processes share.
     galsim.set_omp_threads(1)
     instrument, render = OmegaConf.create(instrument), OmegaConf.create(render)
     _WORKER["instrument"] = instrument
     _WORKER["renderer"] = StampRenderer(instrument, render)
     _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
+    _WORKER["noiseless"] = noiseless
 
 
 def _render_part(task) -> int:
     part_dir, window, block, positions, params = task
-    images, extra = render_block(
+    images, noiseless, extra = render_block(
         _WORKER["renderer"], _WORKER["instrument"], params, _WORKER["bounds"], _WORKER["n_grid"]
     )
     params = {k: v for k, v in params.items() if k != "crb"}
     image_path, meta_path = part_paths(part_dir, window, block)
     with atomic_path(image_path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, images)
+    if _WORKER["noiseless"]:
+        with atomic_path(noiseless_path(image_path)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, noiseless)
     # The metadata file is written last: its presence marks the part as finished.
     with atomic_path(meta_path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, position=positions, **params, **extra)
@@ -236,6 +248,7 @@ def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progres
         OmegaConf.to_container(cfg.render, resolve=True),
         OmegaConf.to_container(cfg.bounds, resolve=True),
         n_grid(cfg.prior.n, cfg.render.n_grid_points),
+        cfg.noiseless,
     )
     bar = tqdm(total=remaining, unit="gal", desc="render", disable=not progress, smoothing=0.05)
     with ExitStack() as stack:
@@ -279,7 +292,7 @@ def _assemble(cfg: DictConfig, part_dir: Path, out_dir: Path, ranges: dict, dige
                 n_grid_points=cfg.render.n_grid_points,
             )
             handles[split] = stack.enter_context(
-                create_split(tmp, hi - lo, stamp, attrs, config_yaml)
+                create_split(tmp, hi - lo, stamp, attrs, config_yaml, cfg.noiseless)
             )
         for window, (start, stop) in enumerate(windows(cfg.n, cfg.render.sort_window)):
             _assemble_window(part_dir, window, start, stop, ranges, handles)
@@ -305,10 +318,13 @@ def _assemble_window(part_dir, window, start, stop, ranges, handles: dict[str, h
             for name in meta.files:
                 if name != "position":
                     columns.setdefault(name, np.empty(m, dtype=meta[name].dtype))[pos] = meta[name]
-        images = np.load(meta_path.with_suffix(".npy"))
+        stacks = {"images": np.load(meta_path.with_suffix(".npy"))}
+        if "noiseless" in next(iter(handles.values())):
+            stacks["noiseless"] = np.load(noiseless_path(meta_path.with_suffix(".npy")))
         for row, index in enumerate(start + pos):
             split = names[np.searchsorted(bounds, index, side="right")]
-            handles[split]["images"][index - ranges[split][0]] = images[row]
+            for name, stack in stacks.items():
+                handles[split][name][index - ranges[split][0]] = stack[row]
         seen[pos] = True
     if not seen.all():
         missing = start + np.flatnonzero(~seen)

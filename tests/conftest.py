@@ -75,6 +75,17 @@ def tiny_data(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_noiseless_data(tmp_path_factory):
+    """The tiny data set of ``tiny_data`` with /noiseless stamps too (fresh_noise=true)."""
+    from simulate.pipeline import run_simulation
+
+    out = tmp_path_factory.mktemp("tiny_noiseless") / "data"
+    overrides = [*TINY_SIM, "n=40", "montage=0", "noiseless=true", f"out_dir={out}"]
+    run_simulation(compose_config("simulate", overrides), progress=False)
+    return out
+
+
 @pytest.fixture
 def train_config(tiny_data, tmp_path):
     """Compose conf/train.yaml on the tiny data set, writing into tmp_path/run."""

@@ -177,3 +177,17 @@ def test_cache_views_repeat_the_photometry_and_turn_the_network_inputs():
     raw = model.feature_std
     torch.testing.assert_close(second[:, 8:] * raw, first[:, 8:] * raw, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(second[:, :8], first[:, :8])  # the network saw turned stamps
+
+
+def test_cache_views_of_fresh_noise_have_their_own_photometry():
+    model = refiner(freeze=True)
+    cfg = compose_config("train", ["device=cpu", "channels_last=false"])
+    draws = torch.Generator().manual_seed(1)
+
+    def fresh(x):  # stands in for new CCD noise on noiseless stamps
+        return x + 0.3 * torch.randn(x.shape, generator=draws)
+
+    batches = Batches(SAMPLE[:8], torch.zeros(8, 4), 4, torch.device("cpu"), noise=fresh)
+    cache = encode_batches(model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0))
+    first, second = cache.images[:8], cache.images[8:]
+    assert (second[:, 8:] - first[:, 8:]).abs().amax(1).min() > 1e-2

@@ -12,6 +12,7 @@ from conftest import run_module
 
 from simulate import pipeline
 from simulate.io import SPLITS, read_params
+from simulate.noise import add_noise
 from simulate.pipeline import run_simulation
 from simulate.priors import LABEL_UNITS
 
@@ -149,3 +150,23 @@ def test_multirun_writes_separate_data_sets(tmp_path):
     assert len(folders) == 2
     fwhm = sorted(h5py.File(f / "train.h5").attrs["psf_fwhm_arcsec"] for f in folders)
     assert fwhm == pytest.approx([0.12, 0.18], rel=1e-3)
+
+
+def test_noiseless_stamps_with_their_noise_seeds_give_the_images(sim_config, tmp_path):
+    cfg = sim_config("noiseless=true", "montage=0")
+    run_simulation(cfg, progress=False)
+    with h5py.File(tmp_path / "data" / "train.h5", "r") as f:
+        images, noiseless = f["images"][()], f["noiseless"][()]
+        seeds = f["params/noise_seed"][()]
+    for i in range(len(images)):
+        again = add_noise(noiseless[i].astype(np.float64), cfg.instrument, seeds[i])
+        np.testing.assert_allclose(images[i], again.astype(np.float32), rtol=0, atol=1e-6)
+
+
+def test_noiseless_is_off_by_default_and_keeps_the_digest(sim_config, tmp_path):
+    cfg = sim_config("montage=0")
+    run_simulation(cfg, progress=False)
+    with h5py.File(tmp_path / "data" / "train.h5", "r") as f:
+        assert "noiseless" not in f
+    assert "noiseless" not in pipeline.data_config(cfg)  # digests of earlier data sets hold
+    assert "noiseless" in pipeline.data_config(sim_config("noiseless=true"))
