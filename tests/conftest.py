@@ -42,6 +42,24 @@ def compose_config(name: str, overrides=()) -> object:
         return compose(name, overrides=list(overrides))
 
 
+def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
+    """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
+    from fitnet import training
+
+    real, calls = training._train_epoch, []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, output_dir)
+    monkeypatch.setattr(training, "_train_epoch", real)
+
+
 @pytest.fixture
 def sim_config(tmp_path):
     """Compose conf/simulate.yaml with TINY_SIM, writing into tmp_path, plus extra overrides."""

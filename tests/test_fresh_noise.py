@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAIN, compose_config
+from conftest import TINY_TRAIN, compose_config, train_killed_in_second_epoch
 from omegaconf import OmegaConf
 
-from fitnet import training
 from fitnet.checkpoint import load
 from fitnet.data import DataError, ImageNorm, describe_splits, make_batches, split_paths
 from fitnet.labels import LabelScaler
@@ -78,18 +77,7 @@ def test_fresh_noise_run_resumes_exactly(tiny_noiseless_data, tmp_path, monkeypa
         )
 
     train(config("straight"), tmp_path / "straight")
-    real, calls = training._train_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(config("killed"), tmp_path / "killed")
-    monkeypatch.setattr(training, "_train_epoch", real)
+    train_killed_in_second_epoch(config("killed"), tmp_path / "killed", monkeypatch)
     train(config("resumed", f"resume={tmp_path / 'killed' / 'last.pt'}"), tmp_path / "resumed")
     a, b = load(tmp_path / "straight" / "last.pt"), load(tmp_path / "resumed" / "last.pt")
     for key, value in a["model"]["state_dict"].items():

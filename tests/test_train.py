@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, run_module
+from conftest import compose_config, run_module, train_killed_in_second_epoch
 from omegaconf import OmegaConf
 
 from fitnet import caching, compute, training
@@ -105,22 +105,6 @@ def test_folders_of_other_instruments_raise(train_config, tiny_data, tmp_path):
 def test_empty_folder_list_raises(train_config, tmp_path):
     with pytest.raises(DataError, match=r"data_dir=\[\] names no folder"):
         train(train_config("data_dir=[]"), tmp_path / "run")
-
-
-def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
-    """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
-    real, calls = training._train_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, output_dir)
-    monkeypatch.setattr(training, "_train_epoch", real)
 
 
 def test_resume_continues_exactly(train_config, tmp_path, monkeypatch):
