@@ -8,7 +8,9 @@ configured model (default: DeepLeGATo, batch 64, bf16 autocast on CUDA, and on t
 amp_cpu=true, when a float32 synthetic row is added as the baseline):
   - synthetic: one random batch already on the device, reused every step (no data cost);
   - memory:    the training split in memory (on the device), shuffled, with augmentation;
-  - stream:    the training split streamed from HDF5 by DataLoader workers.
+  - stream:    the training split streamed from HDF5 by DataLoader workers;
+  - fresh:     when the split has /noiseless stamps (simulate noiseless=true), the memory path
+               with new CCD noise drawn for every batch (train fresh_noise=true).
 It prints the median images/s over alternating rounds and the share of the step time that the pipeline costs (target < 10% for the
 path training uses: memory when the split fits).
 """
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -36,6 +39,7 @@ from fitnet.data import (
     split_path,
 )
 from fitnet.labels import LabelScaler, parse_targets
+from fitnet.noise import CCDNoise
 from fitnet.training import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -135,6 +139,15 @@ def main():
             sources[key] = make_batches(
                 [path], attrs, norm, scaler, cfg.batch_size, device, data_cfg
             )
+        with h5py.File(path, "r") as f:
+            noiseless = "noiseless" in f
+        if noiseless:
+            data_cfg = OmegaConf.create({"max_memory_gb": float("inf"), "num_workers": 0})
+            draws = torch.Generator(device=device).manual_seed(0)
+            sources["fresh"] = make_batches(
+                [path], attrs, norm, scaler, cfg.batch_size, device, data_cfg,
+                CCDNoise.from_attrs(attrs), draws,
+            )  # fmt: skip
         batch = (x, y)
         # with bf16 autocast on this device, float32 steps on the same batch are the baseline
         bf16 = amp_enabled(cfg, device)
@@ -170,6 +183,13 @@ def main():
             f"  streamed from HDF5        : {streamed:9.1f} images/s  "
             f"(pipeline share {1 - streamed / synthetic:+.1%}; {cfg.data.num_workers} workers)"
         )
+        if noiseless:
+            fresh = float(np.median(rates["fresh"]))
+            print(
+                f"  in memory + fresh noise   : {fresh:9.1f} images/s  "
+                f"(pipeline share {1 - fresh / synthetic:+.1%}; fresh noise costs "
+                f"{in_memory / fresh - 1:+.1%} of the in-memory step)"
+            )
         if bf16:
             fp32 = float(np.median(rates["synthetic-fp32"]))
             print(
