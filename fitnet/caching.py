@@ -61,8 +61,11 @@ def encode_batches(
     return Batches(torch.cat(inputs), torch.cat(labels * views), batches.batch_size, batches.device)
 
 
-def cache_key(model, model_cfg: dict, scaler, files: dict[str, list[Path]], cfg, device) -> str:
-    """16 hex digits of a hash of everything the cache depends on."""
+def cache_key(
+    model, model_cfg: dict, scaler, files: dict[str, list[Path]], cfg, device
+) -> tuple[str, str]:
+    """16 hex digits of a hash of everything the cache depends on, and (as JSON) all of it
+    but the weights and statistics, which go into the hash only."""
     digest = hashlib.sha256()
     tensors = {**model.network.state_dict(), "image_norm": model.image_norm}
     tensors.update(feature_mean=model.feature_mean, feature_std=model.feature_std)
@@ -93,8 +96,9 @@ def cache_key(model, model_cfg: dict, scaler, files: dict[str, list[Path]], cfg,
         "channels_last": cfg.channels_last,
         "device": device.type,
     }
-    digest.update(json.dumps(inputs, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    digest.update(text.encode())
+    return digest.hexdigest()[:16], text
 
 
 def frozen_batches(
@@ -105,7 +109,7 @@ def frozen_batches(
     ``batches_of(split, noise_generator)`` (and saved when ``cfg.cache_dir`` is set)."""
     path = None
     if cfg.cache_dir:
-        key = cache_key(model, model_cfg, scaler, files, cfg, device)
+        key, inputs = cache_key(model, model_cfg, scaler, files, cfg, device)
         path = Path(cfg.cache_dir) / f"refiner-cache-{key}.pt"
         if path.is_file():
             saved = torch.load(path, map_location=device, weights_only=True)
@@ -130,7 +134,8 @@ def frozen_batches(
         with atomic_path(path) as tmp:
             torch.save(
                 {
-                    "key": path.stem,
+                    "key": key,
+                    "inputs": inputs,  # what the key was made of, for a reader
                     "train": (train.images.cpu(), train.labels.cpu()),
                     "val": (val.images.cpu(), val.labels.cpu()),
                 },

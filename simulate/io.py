@@ -116,7 +116,7 @@ def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) ->
 
 
 def create_split(
-    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str, noiseless=False
+    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str, noiseless: bool = False
 ) -> h5py.File:
     """Create an empty split file with every dataset pre-allocated (deterministic layout);
     with ``noiseless``, also /noiseless for the stamps before noise."""

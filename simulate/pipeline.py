@@ -47,7 +47,9 @@ DATA_KEYS = ("instrument", "prior", "render", "n", "seed", "splits", "bounds")
 
 def data_config(cfg: DictConfig) -> DictConfig:
     # noiseless=true adds a dataset; without it the data, and so the digest, is as it always was
-    return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *(["noiseless"] if cfg.get("noiseless") else [])])
+    return OmegaConf.masked_copy(
+        cfg, [*DATA_KEYS, *(["noiseless"] if cfg.get("noiseless") else [])]
+    )
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -87,7 +89,7 @@ def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.n
 
 def render_block(
     renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None
-) -> tuple[np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Noisy float32 stamps, the same without noise, and the derived columns for the galaxies
     described by ``params``.
 

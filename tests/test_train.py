@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 
@@ -416,4 +417,5 @@ def test_refiner_cache_of_other_views_is_not_loaded(train_config, tmp_path):
         )
         train(cfg, tmp_path / f"views{views}")
     saved = [torch.load(p, weights_only=True) for p in tmp_path.glob("refiner-cache-*.pt")]
-    assert sorted(len(s["train"][1]) for s in saved) == [32, 64]
+    views = sorted((len(s["train"][1]), json.loads(s["inputs"])["views"]) for s in saved)
+    assert views == [(32, 1), (64, 2)]  # and each file says what its key was made of
