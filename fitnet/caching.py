@@ -72,18 +72,7 @@ def cache_key(
     for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    described = {
-        split: [
-            {
-                "path": str(path.resolve()),
-                "bytes": path.stat().st_size,
-                "mtime_ns": path.stat().st_mtime_ns,
-                **{k: describe_split(path).get(k) for k in FILE_KEYS},
-            }
-            for path in paths
-        ]
-        for split, paths in files.items()
-    }
+    described = {split: [describe_file(path) for path in paths] for split, paths in files.items()}
     inputs = {
         "network": model_cfg.get("network"),
         "photometry": model_cfg.get("photometry"),
@@ -99,6 +88,17 @@ def cache_key(
     text = json.dumps(inputs, sort_keys=True, default=str)
     digest.update(text.encode())
     return digest.hexdigest()[:16], text
+
+
+def describe_file(path: Path) -> dict:
+    """What identifies a data file's contents for the cache key: path, size, mtime, FILE_KEYS."""
+    stat, attrs = path.stat(), describe_split(path)
+    return {
+        "path": str(path.resolve()),
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        **{key: attrs.get(key) for key in FILE_KEYS},
+    }
 
 
 def frozen_batches(

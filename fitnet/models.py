@@ -200,6 +200,9 @@ class PhotometricRefiner(nn.Module):
         self.register_buffer("image_norm", torch.full((3,), math.nan))
         self.register_buffer("feature_mean", torch.full((self.photometry.num_features,), math.nan))
         self.register_buffer("feature_std", torch.full((self.photometry.num_features,), math.nan))
+        # Whether those were seen set; checked on the first forward only, as the check waits
+        # for the device (a GPU sync on every batch otherwise).
+        self._prepared = False
 
     @torch.no_grad()
     def prepare(self, norm, images: torch.Tensor) -> None:
@@ -241,8 +244,10 @@ class PhotometricRefiner(nn.Module):
     def standard_photometry(self, x: torch.Tensor) -> torch.Tensor:
         """The photometry of normalised stamps x, standardised (B, num_features), float32;
         unchanged by flips and rotations of the stamps."""
-        if torch.isnan(self.feature_std).any():
-            raise RuntimeError("PhotometricRefiner: call prepare before the first forward")
+        if not self._prepared:
+            if torch.isnan(self.feature_std).any():
+                raise RuntimeError("PhotometricRefiner: call prepare before the first forward")
+            self._prepared = True
         with torch.autocast(x.device.type, enabled=False):
             return (self.photometry(self._image(x)) - self.feature_mean) / self.feature_std
 

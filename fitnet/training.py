@@ -249,7 +249,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     attrs = {"train": train_attrs, "val": val_attrs}
     sizes = {"train": cfg.batch_size, "val": cfg.data.eval_batch_size}
 
-    def batches_of(split: str, noise_generator: torch.Generator = noise_generator) -> Batches:
+    def batches_of(split: str, generator: torch.Generator) -> Batches:
+        """Batches of ``split``; the training split with fresh noise from ``generator``."""
         fresh = noise if split == "train" else None  # validation keeps its stored noise
         return make_batches(
             paths[split],
@@ -260,7 +261,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
             device,
             cfg.data,
             fresh,
-            noise_generator,
+            generator,
         )
 
     augment = cfg.augment
@@ -270,7 +271,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
         )
         step_model, augment = FrozenRefinerHead(model), False
     else:
-        train_batches, val_batches = batches_of("train"), batches_of("val")
+        train_batches = batches_of("train", noise_generator)
+        val_batches = batches_of("val", noise_generator)
     val_true = read_labels(val_paths, targets)
     val_z = scaler.encode(val_true)  # standardised, for the sigma calibration
     log.info(
