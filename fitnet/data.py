@@ -104,14 +104,18 @@ def open_images(path: Path) -> h5py.File:
     return f
 
 
-def describe_split(path: Path, targets: list[str] | None = None) -> dict:
-    """Check a split file and return its root attributes plus ``n_images`` and ``stamp_size``."""
+def describe_split(
+    path: Path, targets: list[str] | None = None, required: Sequence[str] = REQUIRED_ATTRS
+) -> dict:
+    """Check a split file (square stamps, one ``/params`` value per image for each of
+    ``targets``, the root attributes ``required``) and return its root attributes plus
+    ``n_images`` and ``stamp_size``."""
     with open_images(path) as f:
         shape = f["images"].shape
         if shape[1] != shape[2]:
             raise DataError(f"{path}: /images has shape {shape}; stamps must be square")
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        missing = [a for a in required if a not in attrs]
         if missing:
             raise DataError(f"{path} lacks the root attributes {missing}")
         for name in targets or []:

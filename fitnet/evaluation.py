@@ -51,7 +51,9 @@ def run_evaluate(cfg: DictConfig, output_dir: str | Path) -> dict:
     # default data set instead (data/sersic, what `python -m simulate` writes).
     shipped_dir = None if cfg.ckpt else cfg.paths.data_dir
     data = Path(cfg.data) if cfg.data else default_data(predictor, shipped_dir)
-    attrs = describe_split(data, predictor.labels)
+    # Only /images and the true labels are needed: files from other simulators need not carry
+    # this project's attributes (the pixel scale is still checked where the file gives one).
+    attrs = describe_split(data, predictor.labels, required=())
     with h5py.File(data, "r") as f:
         crb_names = [f"crb_{name}" for name in predictor.labels if f"params/crb_{name}" in f]
         extra = [name for name in ("mag", "snr") if f"params/{name}" in f] + crb_names

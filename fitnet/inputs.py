@@ -44,6 +44,9 @@ PIXEL_SCALE_KEYWORDS = (
     "SECPIX1",
     "PLATESCL",
 )
+#: Root attributes read (case-insensitively, in this order) as an HDF5 file's pixel scale in
+#: arcsec / pixel: this project's name first, then names other simulators use.
+HDF5_PIXEL_SCALE_ATTRS = ("pixel_scale_arcsec", "pixel_scale", "pixscale", "pixel_size", "scale")
 PIXEL_SCALE_RTOL = 0.01  # relative difference tolerated between an image's and the model's scale
 
 # Bits of the ``flag`` column.
@@ -121,6 +124,19 @@ def fits_pixel_scale(header) -> float | None:
     return None
 
 
+def hdf5_pixel_scale(attrs) -> float | None:
+    """Pixel scale in arcsec / pixel from an HDF5 file's root attributes (HDF5_PIXEL_SCALE_ATTRS)."""
+    lower = {key.lower(): value for key, value in attrs.items()}
+    for key in HDF5_PIXEL_SCALE_ATTRS:
+        value = lower.get(key)
+        if value is not None and np.size(value) == 1:
+            try:
+                return float(np.asarray(value).item())
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
 def scale_mismatch(source: str, scale: float | None, model_scale: float) -> str:
     """Message if ``scale`` differs from the model's by more than PIXEL_SCALE_RTOL, else ''."""
     if scale is None or math.isclose(scale, model_scale, rel_tol=PIXEL_SCALE_RTOL):
@@ -175,8 +191,7 @@ def count_images(path) -> int | None:
 def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp]:
     with open_images(path) as f:
         ds = f["images"]
-        scale = f.attrs.get("pixel_scale_arcsec")
-        message = scale_mismatch(str(path), None if scale is None else float(scale), model_scale)
+        message = scale_mismatch(str(path), hdf5_pixel_scale(f.attrs), model_scale)
         if message and not allow_mismatch:
             raise InputError(message)
         chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time

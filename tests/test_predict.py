@@ -17,6 +17,7 @@ from fitnet.inputs import (
     FLAG_UNREADABLE,
     InputError,
     fits_pixel_scale,
+    hdf5_pixel_scale,
 )
 from fitnet.predicting import run_predict
 from fitnet.prediction import Predictor
@@ -228,3 +229,30 @@ def test_bf16_forward_pass_stays_close(tiny_ckpt, tiny_data, tmp_path):
     )
     assert np.allclose(fast["mag"], base["mag"], atol=0.05)
     assert np.allclose(fast["re"], base["re"], rtol=0.05)
+
+
+def other_simulators_file(path, images, pixel_scale):
+    """A SPEC HDF5 file as another simulator might write it: /images, /params, its own names."""
+    with h5py.File(path, "w") as f:
+        f["images"] = images
+        f.attrs["Pixel_Scale"] = pixel_scale  # arcsec / pixel, not this project's attribute name
+    return path
+
+
+def test_hdf5_pixel_scale_under_another_name_is_checked(tiny_ckpt, test_images, tmp_path):
+    path = other_simulators_file(tmp_path / "other.h5", test_images[:2], 0.1)
+    cfg = predict_config(f"ckpt={tiny_ckpt}", f"input={path}", f"output={tmp_path / 'c.csv'}")
+    with pytest.raises(
+        InputError, match=r"other\.h5: pixel scale 0\.1 arcsec/pixel differs from the model's 0\.06"
+    ):
+        run_predict(cfg)
+    same = other_simulators_file(tmp_path / "same.h5", test_images[:2], 0.06)
+    cfg = predict_config(f"ckpt={tiny_ckpt}", f"input={same}", f"output={tmp_path / 'c.csv'}")
+    assert list(run_predict(cfg)["flag"]) == [0, 0]
+
+
+def test_hdf5_pixel_scale_attribute_names():
+    assert hdf5_pixel_scale({"pixel_scale_arcsec": 0.06, "pixel_scale": 0.1}) == 0.06
+    assert hdf5_pixel_scale({"PIXSCALE": np.float32(0.03)}) == pytest.approx(0.03)
+    assert hdf5_pixel_scale({"pixel_scale": "unknown", "scale": 0.2}) == 0.2
+    assert hdf5_pixel_scale({"zeropoint": 25.0}) is None
