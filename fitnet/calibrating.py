@@ -117,8 +117,9 @@ def run_calibrate(cfg: DictConfig) -> dict:
             f"{ckpts[0]} was trained with loss={payload['loss']}: only gaussian_nll models "
             "predict sigmas to calibrate"
         )
-    # every file checked (layout, labels, galaxies) before any prediction
-    files = {p: describe_split(p, predictor.labels) for p in paths}
+    # every file checked (layout, labels, galaxies) before any prediction; as in evaluate,
+    # files from other simulators need only /images and the labels
+    files = {p: describe_split(p, predictor.labels, required=()) for p in paths}
     check_independent(payload, files)
     scaler = predictor.members[0][1]
     old = dataclasses.replace(scaler)

@@ -125,3 +125,20 @@ def test_command_line(nll_ckpt, calib_data, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert load(out)["calibration"]["n_galaxies"] == 12
+
+
+def test_file_from_another_simulator_needs_only_images_and_labels(nll_ckpt, calib_data, tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(calib_data / "train.h5") as src, h5py.File(other, "w") as dst:
+        dst["images"] = src["images"][()]
+        for name in ("mag", "n", "re", "q"):
+            dst[f"params/{name}"] = src["params"][name][()]
+    record = run_calibrate(
+        calibrate_config(
+            f"ckpt={nll_ckpt}",
+            f"data={other}",
+            f"output={tmp_path / 'c.pt'}",
+            "calibration.mag_edges=[]",
+        )
+    )
+    assert record["n_galaxies"] == 48
