@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -40,6 +41,17 @@ def run_module(module: str, *args, cwd, timeout=300) -> subprocess.CompletedProc
 def compose_config(name: str, overrides=()) -> object:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(name, overrides=list(overrides))
+
+
+def other_simulators_copy(source: Path, path: Path, **attrs) -> Path:
+    """``source``'s images and fitted labels in a file as another simulator might write it:
+    /images and /params/<label> only, with ``attrs`` (its own names) on the root."""
+    with h5py.File(source) as src, h5py.File(path, "w") as dst:
+        dst["images"] = src["images"][()]
+        for name in ("mag", "n", "re", "q"):
+            dst[f"params/{name}"] = src["params"][name][()]
+        dst.attrs.update(attrs)
+    return path
 
 
 def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:

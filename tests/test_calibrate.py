@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SIM, TINY_TRAIN, compose_config, run_module
+from conftest import TINY_SIM, TINY_TRAIN, compose_config, other_simulators_copy, run_module
 
 from fitnet.calibrating import run_calibrate
 from fitnet.checkpoint import CheckpointError, load
@@ -128,11 +128,7 @@ def test_command_line(nll_ckpt, calib_data, tmp_path):
 
 
 def test_file_from_another_simulator_needs_only_images_and_labels(nll_ckpt, calib_data, tmp_path):
-    other = tmp_path / "other.h5"
-    with h5py.File(calib_data / "train.h5") as src, h5py.File(other, "w") as dst:
-        dst["images"] = src["images"][()]
-        for name in ("mag", "n", "re", "q"):
-            dst[f"params/{name}"] = src["params"][name][()]
+    other = other_simulators_copy(calib_data / "train.h5", tmp_path / "other.h5")
     record = run_calibrate(
         calibrate_config(
             f"ckpt={nll_ckpt}",

@@ -6,10 +6,9 @@ import json
 import math
 import shutil
 
-import h5py
 import numpy as np
 import pytest
-from conftest import compose_config, run_module
+from conftest import compose_config, other_simulators_copy, run_module
 
 from fitnet import pretrained
 from fitnet.evaluation import run_evaluate
@@ -170,12 +169,8 @@ def test_file_without_snr_gets_magnitude_bins_only(tiny_ckpt, tiny_data, tmp_pat
 
 
 def test_file_from_another_simulator_needs_only_images_and_labels(tiny_ckpt, tiny_data, tmp_path):
-    other = tmp_path / "other.h5"
-    with h5py.File(tiny_data / "test.h5") as src, h5py.File(other, "w") as dst:
-        dst["images"] = src["images"][()]
-        for name in ("mag", "n", "re", "q"):
-            dst[f"params/{name}"] = src["params"][name][()]
-        dst.attrs["pixscale"] = 0.06  # arcsec / pixel, under another simulator's name
+    # pixel scale in arcsec / pixel under another simulator's attribute name
+    other = other_simulators_copy(tiny_data / "test.h5", tmp_path / "other.h5", pixscale=0.06)
     summary = run_evaluate(evaluate_config(f"ckpt={tiny_ckpt}", f"data={other}"), tmp_path / "e")
     assert summary["evaluated"] == 4
     assert summary["labels"]["mag"]["snr_bins"][0]["count"] == 0  # no S/N in the file
