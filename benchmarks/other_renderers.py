@@ -20,7 +20,9 @@ noise to, the stored size with ``(big - small) // 2`` offsets (not ``simulate.st
 files carry SPEC labels and attributes under names other than this project's
 (``pixel_scale``, ``zeropoint``, ...), as another simulator's would. Each file is then scored
 by ``fitnet.evaluate`` into ``--out/<renderer>/metrics.md``; a summary of scatter and 68%
-coverage per magnitude bin is printed.
+coverage per magnitude bin is printed. The first ``--fits`` plain-GalSim galaxies are also
+written as FITS cutouts at their rendered size (64 to 256 pixels, ``PIXSCALE`` in the header)
+and go through ``fitnet.predict`` on the folder, which pads or crops them itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 import galsim
 import h5py
 import numpy as np
+from astropy.io import fits
+from astropy.table import Table
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -106,9 +110,10 @@ def render_imfit(p: dict) -> np.ndarray:
     return pyimfit.Imfit(model, psf=_W["psf_nopix"], maxThreads=1).getModelImage(shape=(size, size))
 
 
-def make_stamp(job: tuple[str, dict, int]) -> tuple[np.ndarray, float]:
-    """(noisy stamp of the stored size, renderer_chi or NaN) for one galaxy."""
-    renderer, p, out = job
+def make_stamp(job: tuple[str, dict, int, bool]) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """(noisy stamp of the stored size, renderer_chi or NaN, the noisy stamp at its rendered
+    size when ``native``) for one galaxy."""
+    renderer, p, out, native = job
     inst = _W["inst"]
     t, sky_e = inst["exposure_time"], inst["sky_level"] * inst["exposure_time"]
     image = render_galsim(p) if renderer == "galsim" else render_imfit(p)
@@ -127,18 +132,23 @@ def make_stamp(job: tuple[str, dict, int]) -> tuple[np.ndarray, float]:
         stamp = rng.normal(0, rms, (out, out))
         a = (out - size) // 2
         stamp[a : a + size, a : a + size] = noisy
-    return stamp.astype(np.float32), chi
+    return stamp.astype(np.float32), chi, noisy.astype(np.float32) if native else None
 
 
-def write_set(path: Path, renderer: str, cfg, n: int, seed: int, workers: int) -> float:
-    """Render ``n`` galaxies into a SPEC HDF5 file; return the seconds it took."""
+def write_set(
+    path: Path, renderer: str, cfg, n: int, seed: int, workers: int, cutouts: int = 0
+) -> float:
+    """Render ``n`` galaxies into a SPEC HDF5 file, and the first ``cutouts`` of them at their
+    rendered size into a folder of FITS files next to it (``<renderer>_fits/``, the truth in
+    ``truth.csv``); return the seconds it took."""
     instrument = OmegaConf.to_container(cfg.instrument, resolve=True)
     params = draw(cfg.prior, n, seed)
     rows = [{k: v[i] for k, v in params.items()} for i in range(n)]
     out = cfg.render.stamp_size
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(workers, _init, (instrument,)) as pool:
-        results = pool.map(make_stamp, [(renderer, row, out) for row in rows], chunksize=8)
+        jobs = [(renderer, row, out, i < cutouts) for i, row in enumerate(rows)]
+        results = pool.map(make_stamp, jobs, chunksize=8)
     seconds = time.perf_counter() - t0
     tmp = path.with_suffix(".tmp")
     with h5py.File(tmp, "w") as f:
@@ -158,7 +168,62 @@ def write_set(path: Path, renderer: str, cfg, n: int, seed: int, workers: int) -
             seed=seed,
         )
     tmp.replace(path)
+    if cutouts:
+        folder = path.parent / f"{renderer}_fits"
+        folder.mkdir(exist_ok=True)
+        for i in range(min(cutouts, n)):
+            header = fits.Header()
+            header["PIXSCALE"] = (instrument["pixel_scale"], "arcsec / pixel")
+            header["BUNIT"] = "e-/s"
+            fits.PrimaryHDU(results[i][2], header=header).writeto(
+                folder / f"gal{i:05d}.fits", overwrite=True
+            )
+        Table({k: params[k][:cutouts] for k in LABELS}).write(
+            path.parent / f"{renderer}_fits_truth.csv", overwrite=True
+        )
     return seconds
+
+
+def score_cutouts(out: Path, renderer: str, ckpt: str | None) -> str:
+    """``fitnet.predict`` on the folder of FITS cutouts: a line per label, the SPEC scatter and
+    outlier fraction and the fraction inside the 68% interval, next to the same galaxies' in
+    the HDF5 file's evaluation."""
+    from fitnet.labels import spec_error
+    from fitnet.metrics import standard_scores, summarize
+    from fitnet.predicting import checkpoints, run_predict
+    from fitnet.prediction import Predictor
+    from fitnet.training import resolve_device
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "predict",
+            overrides=[
+                f"ckpt={ckpt or 'null'}",
+                f"input={out / f'{renderer}_fits'}",
+                f"output={out / f'{renderer}_fits_predictions.csv'}",
+                "progress=false",
+            ],
+        )
+    table = run_predict(cfg)
+    truth = Table.read(out / f"{renderer}_fits_truth.csv")
+    hdf5 = Table.read(out / renderer / "predictions.csv")[: len(truth)]
+    transforms = Predictor(checkpoints(cfg.ckpt), resolve_device("cpu")).transforms
+    lines = [
+        "| label | FITS cutouts: scatter, outliers, in 68% | same galaxies from the HDF5 file |"
+    ]
+    lines.append("| --- | --- | --- |")
+    for name in ("mag", "n", "re", "q"):
+        cells = []
+        for pred in (table, hdf5):
+            m = summarize(spec_error(name, pred[name], truth[name]))
+            z = standard_scores(
+                name, pred[name], truth[name], pred[f"{name}_err"], transforms[name]
+            )
+            cells.append(
+                f"{m['scatter']:.4f}, {100 * m['outlier_frac']:.2f}%, {100 * np.mean(np.abs(z) < 1):.0f}%"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summary(metrics: dict, chi: np.ndarray | None, mag: np.ndarray) -> str:
@@ -189,6 +254,9 @@ def main() -> None:
     parser.add_argument("--renderers", nargs="+", default=["galsim", "imfit"])
     parser.add_argument("--ckpt", default=None, help="default: the shipped model")
     parser.add_argument("--out", default="outputs/other_renderers")
+    parser.add_argument(
+        "--fits", type=int, default=1000, help="also predict on this many as FITS cutouts (galsim)"
+    )
     parser.add_argument("--workers", type=int, default=max(1, mp.cpu_count()))
     args = parser.parse_args()
     for renderer in args.renderers:
@@ -201,7 +269,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for renderer in args.renderers:
         path = out / f"{renderer}.h5"
-        seconds = write_set(path, renderer, sim_cfg, args.n, args.seed, args.workers)
+        cutouts = args.fits if renderer == "galsim" else 0
+        seconds = write_set(path, renderer, sim_cfg, args.n, args.seed, args.workers, cutouts)
         print(f"{renderer}: {args.n} galaxies rendered in {seconds:.0f} s -> {path}")
         eval_cfg.data = str(path)
         metrics = run_evaluate(eval_cfg, out / renderer)
@@ -210,6 +279,9 @@ def main() -> None:
             chi = f["params/renderer_chi"][()] if "params/renderer_chi" in f else None
         print(f"\n{renderer} ({out / renderer / 'metrics.md'}):\n")
         print(summary(metrics, chi, mag) + "\n")
+        if cutouts:
+            print(f"{renderer}, the first {cutouts} as FITS cutouts at their rendered size:\n")
+            print(score_cutouts(out, renderer, args.ckpt) + "\n")
 
 
 if __name__ == "__main__":
