@@ -9,6 +9,7 @@ network and the fitter side by side. ``flag`` 16 marks fits that did not converg
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -22,12 +23,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from simulate.io import instrument_attrs
+from simulate.noise import background_rms
 from simulate.pipeline import resolve_workers
 from simulate.priors import FIT_LABELS as LABELS
 from simulate.stamps import placement
 
 from .data import DataError, describe_split
 from .imfit import fit_sersic, psf_image
+from .inputs import PIXEL_SCALE_RTOL, hdf5_pixel_scale
 from .predicting import as_list
 from .prediction import UNITS, write_table
 
@@ -37,21 +41,42 @@ FLAG_FIT_FAILED = 16
 _STATE: dict = {}
 
 
-def data_psf_and_instrument(path: Path):
-    """The true PSF image (no pixel) and the instrument attributes of a SPEC file."""
-    attrs = describe_split(path)
+def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
+    """The true PSF image (no pixel) and the instrument attributes for fitting a SPEC file.
+
+    This project's files carry both (``/config`` and root attributes), and those are used.
+    A file from elsewhere (no ``/config``) is fitted with ``instrument`` (a conf/instrument
+    config), whose pixel scale must match the file's where the file gives one.
+    """
     with h5py.File(path, "r") as f:
-        if "config" not in f:
-            raise DataError(
-                f"{path} has no /config: the baseline needs the true PSF of the simulation"
-            )
-        config = OmegaConf.create(f["config"][()].decode())
-    psf = instantiate(config.instrument.psf).withFlux(1.0)
+        config = OmegaConf.create(f["config"][()].decode()) if "config" in f else None
+    if config is not None:
+        attrs = describe_split(path)
+        psf = instantiate(config.instrument.psf).withFlux(1.0)
+        return psf_image(psf, attrs["pixel_scale_arcsec"]), attrs
+    if instrument is None:
+        raise DataError(
+            f"{path} has no /config, so not the true PSF and noise of its simulation: pass "
+            "instrument=<name> (conf/instrument, e.g. instrument=candels_h) to fit it with "
+            "that instrument's"
+        )
+    attrs = describe_split(path, required=())
+    scale = hdf5_pixel_scale(attrs)
+    if scale is not None and not math.isclose(
+        scale, instrument.pixel_scale, rel_tol=PIXEL_SCALE_RTOL
+    ):
+        raise DataError(
+            f"{path}: pixel scale {scale:.5g} arcsec/pixel differs from instrument "
+            f"{instrument.name}'s {instrument.pixel_scale:.5g}"
+        )
+    psf = instantiate(instrument.psf).withFlux(1.0)
+    attrs.update(instrument_attrs(instrument, psf, background_rms(instrument)))
     return psf_image(psf, attrs["pixel_scale_arcsec"]), attrs
 
 
-def _init(path: str, n_start: float) -> None:
-    _STATE["psf"], _STATE["attrs"] = data_psf_and_instrument(Path(path))
+def _init(path: str, n_start: float, instrument: dict | None) -> None:
+    instrument = None if instrument is None else OmegaConf.create(instrument)
+    _STATE["psf"], _STATE["attrs"] = data_psf_and_instrument(Path(path), instrument)
     _STATE["file"], _STATE["n_start"] = h5py.File(path, "r"), n_start
 
 
@@ -78,7 +103,9 @@ def _fit_chunk(task):
 
 def run_baseline(cfg: DictConfig) -> Table:
     data = Path(cfg.data)
-    _, attrs = data_psf_and_instrument(data)  # fails early on files without the PSF
+    instrument = cfg.get("instrument")
+    _, attrs = data_psf_and_instrument(data, instrument)  # fails early without a PSF
+    instrument = None if instrument is None else OmegaConf.to_container(instrument)
     count = attrs["n_images"] if cfg.limit is None else min(int(cfg.limit), attrs["n_images"])
     outputs = [Path(p) for p in as_list(cfg.output)]
     parts = outputs[0].with_name(f".{outputs[0].name}.parts-{data.stem}-{count}")
@@ -105,12 +132,12 @@ def run_baseline(cfg: DictConfig) -> Table:
         disable=not cfg.progress,
     ) as bar:
         if workers == 1:  # in this process: simpler to debug, and no pool to start
-            _init(str(data), cfg.n_start)
+            _init(str(data), cfg.n_start, instrument)
             for task in todo:
                 bar.update(_fit_chunk(task))
         else:
             with mp.get_context().Pool(
-                workers, initializer=_init, initargs=(str(data), cfg.n_start)
+                workers, initializer=_init, initargs=(str(data), cfg.n_start, instrument)
             ) as pool:
                 for done in pool.imap_unordered(_fit_chunk, todo):
                     bar.update(done)
