@@ -9,7 +9,6 @@ network and the fitter side by side. ``flag`` 16 marks fits that did not converg
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing as mp
 import os
 import shutil
@@ -31,7 +30,7 @@ from simulate.stamps import placement
 
 from .data import DataError, describe_split
 from .imfit import fit_sersic, psf_image
-from .inputs import PIXEL_SCALE_RTOL, hdf5_pixel_scale
+from .inputs import hdf5_pixel_scale, scales_differ
 from .predicting import as_list
 from .prediction import UNITS, write_table
 
@@ -62,9 +61,7 @@ def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
         )
     attrs = describe_split(path, required=())
     scale = hdf5_pixel_scale(attrs)
-    if scale is not None and not math.isclose(
-        scale, instrument.pixel_scale, rel_tol=PIXEL_SCALE_RTOL
-    ):
+    if scales_differ(scale, instrument.pixel_scale):
         raise DataError(
             f"{path}: pixel scale {scale:.5g} arcsec/pixel differs from instrument "
             f"{instrument.name}'s {instrument.pixel_scale:.5g}"
@@ -74,10 +71,9 @@ def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
     return psf_image(psf, attrs["pixel_scale_arcsec"]), attrs
 
 
-def _init(path: str, n_start: float, instrument: dict | None) -> None:
-    instrument = None if instrument is None else OmegaConf.create(instrument)
-    _STATE["psf"], _STATE["attrs"] = data_psf_and_instrument(Path(path), instrument)
-    _STATE["file"], _STATE["n_start"] = h5py.File(path, "r"), n_start
+def _init(path: str, psf: np.ndarray, attrs: dict, n_start: float) -> None:
+    """Per fitting process: the data file, its PSF image and instrument attributes."""
+    _STATE.update(file=h5py.File(path, "r"), psf=psf, attrs=attrs, n_start=n_start)
 
 
 def _fit_chunk(task):
@@ -103,9 +99,8 @@ def _fit_chunk(task):
 
 def run_baseline(cfg: DictConfig) -> Table:
     data = Path(cfg.data)
-    instrument = cfg.get("instrument")
-    _, attrs = data_psf_and_instrument(data, instrument)  # fails early without a PSF
-    instrument = None if instrument is None else OmegaConf.to_container(instrument)
+    # read once, before any fit (fails early without a PSF); handed to every process
+    psf, attrs = data_psf_and_instrument(data, cfg.get("instrument"))
     count = attrs["n_images"] if cfg.limit is None else min(int(cfg.limit), attrs["n_images"])
     outputs = [Path(p) for p in as_list(cfg.output)]
     parts = outputs[0].with_name(f".{outputs[0].name}.parts-{data.stem}-{count}")
@@ -132,12 +127,12 @@ def run_baseline(cfg: DictConfig) -> Table:
         disable=not cfg.progress,
     ) as bar:
         if workers == 1:  # in this process: simpler to debug, and no pool to start
-            _init(str(data), cfg.n_start, instrument)
+            _init(str(data), psf, attrs, cfg.n_start)
             for task in todo:
                 bar.update(_fit_chunk(task))
         else:
             with mp.get_context().Pool(
-                workers, initializer=_init, initargs=(str(data), cfg.n_start, instrument)
+                workers, initializer=_init, initargs=(str(data), psf, attrs, cfg.n_start)
             ) as pool:
                 for done in pool.imap_unordered(_fit_chunk, todo):
                     bar.update(done)

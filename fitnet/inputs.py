@@ -137,9 +137,15 @@ def hdf5_pixel_scale(attrs) -> float | None:
     return None
 
 
+def scales_differ(scale: float | None, expected: float) -> bool:
+    """Whether a pixel scale (arcsec / pixel; None = unknown) differs from ``expected`` by more
+    than PIXEL_SCALE_RTOL."""
+    return scale is not None and not math.isclose(scale, expected, rel_tol=PIXEL_SCALE_RTOL)
+
+
 def scale_mismatch(source: str, scale: float | None, model_scale: float) -> str:
     """Message if ``scale`` differs from the model's by more than PIXEL_SCALE_RTOL, else ''."""
-    if scale is None or math.isclose(scale, model_scale, rel_tol=PIXEL_SCALE_RTOL):
+    if not scales_differ(scale, model_scale):
         return ""
     return (
         f"{source}: pixel scale {scale:.5g} arcsec/pixel differs from the model's {model_scale:.5g}; "
