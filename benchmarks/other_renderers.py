@@ -43,8 +43,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.special import gamma, gammaincinv
 
+from simulate.priors import FIT_LABELS, LABEL_UNITS
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
-LABELS = ("mag", "n", "re", "q", "pa", "dx", "dy", "size")
+# pixel, side of the PSF image the imfit renderer convolves with (this renderer's own choice,
+# wider than the fitter's fitnet.imfit.PSF_SIZE)
+IMFIT_PSF_SIZE = 51
 
 
 def draw(prior, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -70,7 +74,9 @@ _W: dict = {}  # per worker process: instrument, PSF and the imfit PSF image
 def _init(instrument: dict) -> None:
     _W["inst"] = instrument
     _W["psf"] = instantiate(instrument["psf"])
-    psf = _W["psf"].drawImage(nx=51, ny=51, scale=instrument["pixel_scale"], method="no_pixel")
+    psf = _W["psf"].drawImage(
+        nx=IMFIT_PSF_SIZE, ny=IMFIT_PSF_SIZE, scale=instrument["pixel_scale"], method="no_pixel"
+    )
     _W["psf_nopix"] = psf.array / psf.array.sum()
 
 
@@ -153,7 +159,7 @@ def write_set(
     tmp = path.with_suffix(".tmp")
     with h5py.File(tmp, "w") as f:
         f["images"] = np.stack([r[0] for r in results])
-        for k in LABELS:
+        for k in LABEL_UNITS:
             f[f"params/{k}"] = params[k]
         if renderer != "galsim":
             f["params/renderer_chi"] = np.array([r[1] for r in results])
@@ -178,7 +184,7 @@ def write_set(
             fits.PrimaryHDU(results[i][2], header=header).writeto(
                 folder / f"gal{i:05d}.fits", overwrite=True
             )
-        Table({k: params[k][:cutouts] for k in LABELS}).write(
+        Table({k: params[k][:cutouts] for k in LABEL_UNITS}).write(
             path.parent / f"{renderer}_fits_truth.csv", overwrite=True
         )
     return seconds
@@ -212,7 +218,7 @@ def score_cutouts(out: Path, renderer: str, ckpt: str | None) -> str:
         "| label | FITS cutouts: scatter, outliers, in 68% | same galaxies from the HDF5 file |"
     ]
     lines.append("| --- | --- | --- |")
-    for name in ("mag", "n", "re", "q"):
+    for name in FIT_LABELS:
         cells = []
         for pred in (table, hdf5):
             m = summarize(spec_error(name, pred[name], truth[name]))

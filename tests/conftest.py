@@ -10,6 +10,8 @@ import h5py
 import pytest
 from hydra import compose, initialize_config_dir
 
+from simulate.priors import FIT_LABELS
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 #: Small but complete simulations: 64 x 64 stamps, a coarse n grid, one process.
@@ -48,7 +50,7 @@ def other_simulators_copy(source: Path, path: Path, **attrs) -> Path:
     /images and /params/<label> only, with ``attrs`` (its own names) on the root."""
     with h5py.File(source) as src, h5py.File(path, "w") as dst:
         dst["images"] = src["images"][()]
-        for name in ("mag", "n", "re", "q"):
+        for name in FIT_LABELS:
             dst[f"params/{name}"] = src["params"][name][()]
         dst.attrs.update(attrs)
     return path
