@@ -1,11 +1,14 @@
 """The frozen-network cache: what a ``PhotometricRefiner`` with a frozen network trains on.
 
 With the network frozen, its outputs and the photometry of a stamp never change, so they are
-computed once per stamp (``encode_batches``) and the refiner trains on them. With ``cache_dir``
-set, the cache is also saved there under a key of everything it depends on (the network's
-weights, the feature statistics, the label scaler, the data files, the views, the seed), so a
-later run with the same inputs (a sweep of the refiner's width, learning rate or epochs) loads it
-instead of recomputing it: about 6 ms per stamp view on two CPU cores (67 minutes for the
+computed once per stamp (``encode_views``) and the refiner trains on them. The cache is built
+one data file at a time. With ``cache_dir`` set, each file's part is saved there as soon as it
+is computed, under a key of everything it depends on (the network's weights, the feature
+statistics, the label scaler, the file and, for a training file, the training files before it,
+the views, the seed). A later run loads the parts it finds: a sweep of the refiner's width,
+learning rate or epochs recomputes nothing, a run killed while caching resumes at the file it
+was on, and a run with one more data folder at the end of ``data_dir`` computes only that
+folder's files. Computing costs about 6 ms per stamp view on two CPU cores (67 minutes for the
 shipped refiner's 698,900 training and validation views).
 """
 
@@ -31,14 +34,15 @@ log = logging.getLogger(__name__)
 FILE_KEYS = ("config_digest", "master_seed", "index_start", "index_stop", "n_images")
 
 
-def encode_batches(
+def encode_views(
     model, batches: Batches, cfg, views: int = 1, generator: torch.Generator | None = None
-) -> Batches:
-    """In-memory batches of ``model.encode`` of every stamp (in eval mode), with its labels.
-    The first view of each stamp is the stamp itself; each further one a random flip or
-    rotation of it (from ``generator``), whose network outputs differ while its photometry
-    does not: that is measured once per stamp and repeated. With fresh noise
-    (``batches.fresh_noise``) every view also has its own noise, and its own photometry."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.encode`` of every stamp of ``batches`` (in eval mode), shape (views, stamps,
+    features), and the stamps' labels. The first view of each stamp is the stamp itself; each
+    further one a random flip or rotation of it (from ``generator``, one draw per stamp), whose
+    network outputs differ while its photometry does not: that is measured once per stamp and
+    repeated. With fresh noise (``batches.fresh_noise``) every view also has its own noise, and
+    its own photometry."""
     model.eval()
     photometry, outputs, labels = [[] for _ in range(views)], [[] for _ in range(views)], []
     with torch.no_grad(), autocast(batches.device, cfg):
@@ -53,31 +57,28 @@ def encode_batches(
                 outputs[view].append(model.network_outputs(memory_layout(x, cfg)).float())
     if not batches.fresh_noise:
         photometry = [photometry[0]] * views
-    inputs = [
-        torch.cat([out, phot], 1)
-        for per_view, per_view_phot in zip(outputs, photometry, strict=True)
-        for out, phot in zip(per_view, per_view_phot, strict=True)
-    ]
-    return Batches(torch.cat(inputs), torch.cat(labels * views), batches.batch_size, batches.device)
+    encoded = torch.stack(
+        [
+            torch.cat([torch.cat(o), torch.cat(p)], 1)
+            for o, p in zip(outputs, photometry, strict=True)
+        ]
+    )
+    return encoded, torch.cat(labels)
 
 
-def cache_key(
-    model, model_cfg: dict, scaler, files: dict[str, list[Path]], cfg, device
-) -> tuple[str, str]:
-    """16 hex digits of a hash of everything the cache depends on, and (as JSON) all of it
-    but the weights and statistics, which go into the hash only."""
+def common_key(model, model_cfg: dict, scaler, cfg, device) -> tuple[hashlib._Hash, dict]:
+    """A hash of what every part of the cache depends on (the network's weights and the feature
+    statistics, then the rest as JSON), and that rest, to be written into each part."""
     digest = hashlib.sha256()
     tensors = {**model.network.state_dict(), "image_norm": model.image_norm}
     tensors.update(feature_mean=model.feature_mean, feature_std=model.feature_std)
     for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    described = {split: [describe_file(path) for path in paths] for split, paths in files.items()}
     inputs = {
         "network": model_cfg.get("network"),
         "photometry": model_cfg.get("photometry"),
         "label_scaler": scaler.state(),
-        "files": described,
         "views": cfg.cache_views,
         "fresh_noise": cfg.fresh_noise,
         "seed": cfg.seed,
@@ -85,7 +86,15 @@ def cache_key(
         "channels_last": cfg.channels_last,
         "device": device.type,
     }
+    return digest, inputs
+
+
+def part_key(common: hashlib._Hash, inputs: dict, split: str, files: list[Path]) -> tuple[str, str]:
+    """16 hex digits naming the part of ``files[-1]``, and (as JSON) what it was made of.
+    ``files``: that file, after the training files whose draws come before its own."""
+    inputs = {**inputs, "split": split, "files": [describe_file(path) for path in files]}
     text = json.dumps(inputs, sort_keys=True, default=str)
+    digest = common.copy()
     digest.update(text.encode())
     return digest.hexdigest()[:16], text
 
@@ -104,42 +113,70 @@ def describe_file(path: Path) -> dict:
 def frozen_batches(
     model, model_cfg: dict, scaler, files: dict[str, list[Path]], batches_of: Callable, cfg, device
 ) -> tuple[Batches, Batches]:
-    """Training and validation batches of the cached refiner inputs: loaded from ``cfg.cache_dir``
-    when an earlier run saved them there with the same key, else computed from
-    ``batches_of(split, noise_generator)`` (and saved when ``cfg.cache_dir`` is set)."""
-    path = None
-    if cfg.cache_dir:
-        key, inputs = cache_key(model, model_cfg, scaler, files, cfg, device)
-        path = Path(cfg.cache_dir) / f"refiner-cache-{key}.pt"
-        if path.is_file():
-            saved = torch.load(path, map_location=device, weights_only=True)
-            log.info("frozen network: cached refiner inputs loaded from %s", path)
-            return (
-                Batches(*saved["train"], cfg.batch_size, device),
-                Batches(*saved["val"], cfg.data.eval_batch_size, device),
+    """Training and validation batches of the refiner inputs of ``files`` (split -> paths),
+    ``cfg.cache_views`` views of each training stamp and one of each validation stamp.
+    ``batches_of(split, noise_generator, paths)`` gives the batches of some of a split's files.
+
+    One part per file, computed in order with one generator for the views and one for fresh
+    noise, so a file's draws follow those of the files before it; with ``cfg.cache_dir`` each
+    part is loaded from there when saved by an earlier run (with the generators' states after
+    it), else computed and saved. The parts are joined view by view: all files' first views,
+    then all files' second views, ..."""
+    common, inputs = common_key(model, model_cfg, scaler, cfg, device)
+    # Their own generators: the cache is the same when a resumed run rebuilds it.
+    generators = {
+        "views": torch.Generator().manual_seed(cfg.seed),
+        "noise": torch.Generator(device=device).manual_seed(cfg.seed),
+    }
+    joined = {}
+    for split, views, size in (
+        ("train", cfg.cache_views, cfg.batch_size),
+        ("val", 1, cfg.data.eval_batch_size),
+    ):
+        parts = []
+        for i, path in enumerate(files[split]):
+            # validation parts draw nothing (one view, stored noise): they depend on their file only
+            depends_on = files[split][: i + 1] if split == "train" else [path]
+            key, text = part_key(common, inputs, split, depends_on)
+            parts.append(
+                cached_part(model, split, path, views, key, text, generators, batches_of, cfg)
             )
+        encoded = torch.cat([part[0][view] for view in range(views) for part in parts])
+        labels = torch.cat([part[1] for part in parts] * views)
+        joined[split] = Batches(encoded.to(device), labels.to(device), size, device)
+    return joined["train"], joined["val"]
+
+
+def cached_part(model, split, path, views, key, text, generators, batches_of, cfg):
+    """(encoded views, labels) of one file: loaded from ``cfg.cache_dir`` if saved there under
+    ``key``, else computed (and saved when ``cfg.cache_dir`` is set). Either way ``generators``
+    end in the state after this file's draws."""
+    saved_path = Path(cfg.cache_dir) / f"refiner-part-{key}.pt" if cfg.cache_dir else None
+    if saved_path is not None and saved_path.is_file():
+        saved = torch.load(saved_path, map_location="cpu", weights_only=True)
+        for name, generator in generators.items():
+            generator.set_state(saved["rng"][name])
+        log.info(
+            "frozen network: refiner inputs of %s (%s) loaded from %s", path, split, saved_path
+        )
+        return saved["encoded"], saved["labels"]
     t0 = time.perf_counter()
-    # Its own generators: the cache is the same when a resumed run rebuilds it.
-    views = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.Generator(device=device).manual_seed(cfg.seed)
-    train = encode_batches(model, batches_of("train", noise), cfg, cfg.cache_views, views)
-    val = encode_batches(model, batches_of("val", noise), cfg)
+    batches = batches_of(split, generators["noise"], [path])
+    encoded, labels = encode_views(model, batches, cfg, views, generators["views"])
+    encoded, labels = encoded.cpu(), labels.cpu()
     log.info(
-        "frozen network: its outputs and the photometry of %d stamp views cached in %.1fs",
-        len(train.labels) + len(val.labels),
+        "frozen network: its outputs and the photometry of %d views of %s (%s) computed in %.1fs",
+        encoded.shape[0] * encoded.shape[1],
+        path,
+        split,
         time.perf_counter() - t0,
     )
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(
-                {
-                    "key": key,
-                    "inputs": inputs,  # what the key was made of, for a reader
-                    "train": (train.images.cpu(), train.labels.cpu()),
-                    "val": (val.images.cpu(), val.labels.cpu()),
-                },
-                tmp,
-            )
-        log.info("cached refiner inputs saved to %s", path)
-    return train, val
+    if saved_path is not None:
+        saved_path.parent.mkdir(parents=True, exist_ok=True)
+        rng = {name: generator.get_state() for name, generator in generators.items()}
+        with atomic_path(saved_path) as tmp:
+            # `inputs`: what the key was made of, for a reader
+            part = {"key": key, "inputs": text, "encoded": encoded, "labels": labels, "rng": rng}
+            torch.save(part, tmp)
+        log.info("saved to %s", saved_path)
+    return encoded, labels

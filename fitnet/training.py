@@ -249,12 +249,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> float:
     attrs = {"train": train_attrs, "val": val_attrs}
     sizes = {"train": cfg.batch_size, "val": cfg.data.eval_batch_size}
 
-    def batches_of(split: str, generator: torch.Generator) -> Batches:
-        """Batches of ``split``; the training split with fresh noise from ``generator``."""
+    def batches_of(split: str, generator: torch.Generator, files=None) -> Batches:
+        """Batches of ``split`` (or of its ``files`` only); the training split with fresh noise
+        from ``generator``."""
         fresh = noise if split == "train" else None  # validation keeps its stored noise
+        files = paths[split] if files is None else files
         return make_batches(
-            paths[split],
-            attrs[split],
+            files,
+            attrs[split] if files == paths[split] else describe_splits(files),
             norm,
             scaler,
             sizes[split],

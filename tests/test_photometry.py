@@ -10,7 +10,7 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from fitnet.caching import encode_batches
+from fitnet.caching import encode_views
 from fitnet.checkpoint import build_model
 from fitnet.data import Batches, ImageNorm, dihedral
 from fitnet.photometry import AdaptiveMoments, StampPhotometry
@@ -165,9 +165,10 @@ def test_cache_views_repeat_the_photometry_and_turn_the_network_inputs():
     cfg = compose_config("train", ["device=cpu", "channels_last=false"])
     images = SAMPLE[:8]
     batches = Batches(images, torch.zeros(8, 4), 4, torch.device("cpu"))
-    cache = encode_batches(model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0))
-    first, second = cache.images[:8], cache.images[8:]
-    assert len(cache.labels) == 16
+    (first, second), labels = encode_views(
+        model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(labels) == 8 and len(second) == 8
     with torch.no_grad():
         expected = model.encode(images)  # view 0: the stamps themselves (batches of 8, not 4)
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
@@ -188,6 +189,7 @@ def test_cache_views_of_fresh_noise_have_their_own_photometry():
         return x + 0.3 * torch.randn(x.shape, generator=draws)
 
     batches = Batches(SAMPLE[:8], torch.zeros(8, 4), 4, torch.device("cpu"), noise=fresh)
-    cache = encode_batches(model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0))
-    first, second = cache.images[:8], cache.images[8:]
+    (first, second), _ = encode_views(
+        model, batches, cfg, views=2, generator=torch.Generator().manual_seed(0)
+    )
     assert (second[:, 8:] - first[:, 8:]).abs().amax(1).min() > 1e-2

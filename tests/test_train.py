@@ -387,35 +387,91 @@ def test_resumed_cached_refiner_run_continues_exactly(train_config, tmp_path, mo
         assert torch.equal(value, b["model"]["state_dict"][key]), key
 
 
-def test_saved_refiner_cache_is_loaded_by_the_next_run(train_config, tmp_path, monkeypatch):
-    train(train_config("loss=gaussian_nll"), tmp_path / "first")
-    refine = [
+def counting_parts(monkeypatch, fail_at=None) -> list:
+    """Count (in the returned list) the cache parts computed; raise KeyboardInterrupt at the
+    ``fail_at``-th (1-based) instead of computing it."""
+    real, calls = caching.encode_views, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(caching, "encode_views", counted)
+    return calls
+
+
+def same_weights(a, b) -> None:
+    a, b = load(a)["model"]["state_dict"], load(b)["model"]["state_dict"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def refine_overrides(tmp_path, *extra) -> list[str]:
+    """Two refiner epochs on the network that ``train_config("loss=gaussian_nll")`` trained into
+    tmp_path/first."""
+    return [
         "experiment=refine_photometry",
         "epochs=2",
-        f"cache_dir={tmp_path / 'cache'}",
         f"init_from={tmp_path / 'first' / 'last.pt'}",
+        *extra,
     ]
+
+
+def test_saved_refiner_cache_is_loaded_by_the_next_run(train_config, tmp_path, monkeypatch):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    refine = refine_overrides(tmp_path, f"cache_dir={tmp_path / 'cache'}")
     train(train_config(*refine), tmp_path / "computed")
-    assert len(list((tmp_path / "cache").glob("refiner-cache-*.pt"))) == 1
-
-    def not_again(*args, **kwargs):
-        raise AssertionError("the saved cache was computed again")
-
-    monkeypatch.setattr(caching, "encode_batches", not_again)
+    assert len(list((tmp_path / "cache").glob("refiner-part-*.pt"))) == 2  # train, val
+    computed = counting_parts(monkeypatch)
     train(train_config(*refine), tmp_path / "loaded")
-    a, b = load(tmp_path / "computed" / "last.pt"), load(tmp_path / "loaded" / "last.pt")
-    for key, value in a["model"]["state_dict"].items():
-        assert torch.equal(value, b["model"]["state_dict"][key]), key
+    assert computed == []
+    same_weights(tmp_path / "computed" / "last.pt", tmp_path / "loaded" / "last.pt")
+
+
+def test_refiner_run_killed_while_caching_resumes_at_its_file(train_config, tmp_path, monkeypatch):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    refine = refine_overrides(tmp_path)
+    train(train_config(*refine), tmp_path / "straight")  # no cache_dir: nothing saved
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    counting_parts(monkeypatch, fail_at=2)  # dies at the validation file's part
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(*refine, cache), tmp_path / "killed")
+    computed = counting_parts(monkeypatch)
+    train(train_config(*refine, cache), tmp_path / "resumed")
+    assert len(computed) == 1  # the training file's part was saved before the interruption
+    same_weights(tmp_path / "straight" / "last.pt", tmp_path / "resumed" / "last.pt")
+
+
+def test_refiner_cache_with_one_more_data_folder_computes_only_its_files(
+    train_config, tiny_data, tmp_path, monkeypatch
+):
+    """The new folder's views follow the generator state saved with the folder before it, so
+    the run equals one that computed everything."""
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    shutil.copytree(tiny_data, tmp_path / "more")
+    refine = refine_overrides(tmp_path)
+    both = f"data_dir=[{tiny_data},{tmp_path / 'more'}]"
+    train(train_config(*refine, both), tmp_path / "straight")
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    train(train_config(*refine, cache), tmp_path / "one")
+    computed = counting_parts(monkeypatch)
+    train(train_config(*refine, cache, both), tmp_path / "two")
+    assert len(computed) == 2  # the new folder's train and val files
+    same_weights(tmp_path / "straight" / "last.pt", tmp_path / "two" / "last.pt")
 
 
 def test_refiner_cache_of_other_views_is_not_loaded(train_config, tmp_path):
     train(train_config("loss=gaussian_nll"), tmp_path / "first")
-    start = f"init_from={tmp_path / 'first' / 'last.pt'}"
     for views in (1, 2):
         cfg = train_config(
-            "experiment=refine_photometry", start, f"cache_views={views}", f"cache_dir={tmp_path}"
+            *refine_overrides(tmp_path, f"cache_views={views}", f"cache_dir={tmp_path}")
         )
         train(cfg, tmp_path / f"views{views}")
-    saved = [torch.load(p, weights_only=True) for p in tmp_path.glob("refiner-cache-*.pt")]
-    views = sorted((len(s["train"][1]), json.loads(s["inputs"])["views"]) for s in saved)
-    assert views == [(32, 1), (64, 2)]  # and each file says what its key was made of
+    saved = [torch.load(p, weights_only=True) for p in tmp_path.glob("refiner-part-*.pt")]
+    parts = [(s["encoded"].shape[:2], json.loads(s["inputs"])) for s in saved]
+    views = sorted(
+        (tuple(shape), inputs["views"]) for shape, inputs in parts if inputs["split"] == "train"
+    )
+    assert views == [((1, 32), 1), ((2, 32), 2)]  # and each part says what its key was made of
