@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import compose_config, run_module
+from conftest import compose_config, other_simulators_copy, run_module
 
 from fitnet.checkpoint import CheckpointError
 from fitnet.inputs import (
@@ -231,24 +231,17 @@ def test_bf16_forward_pass_stays_close(tiny_ckpt, tiny_data, tmp_path):
     assert np.allclose(fast["re"], base["re"], rtol=0.05)
 
 
-def other_simulators_file(path, images, pixel_scale):
-    """A SPEC HDF5 file as another simulator might write it: /images, /params, its own names."""
-    with h5py.File(path, "w") as f:
-        f["images"] = images
-        f.attrs["Pixel_Scale"] = pixel_scale  # arcsec / pixel, not this project's attribute name
-    return path
-
-
-def test_hdf5_pixel_scale_under_another_name_is_checked(tiny_ckpt, test_images, tmp_path):
-    path = other_simulators_file(tmp_path / "other.h5", test_images[:2], 0.1)
+def test_hdf5_pixel_scale_under_another_name_is_checked(tiny_ckpt, tiny_data, tmp_path):
+    # Pixel_Scale (arcsec / pixel): not this project's attribute name
+    path = other_simulators_copy(tiny_data / "test.h5", tmp_path / "other.h5", Pixel_Scale=0.1)
     cfg = predict_config(f"ckpt={tiny_ckpt}", f"input={path}", f"output={tmp_path / 'c.csv'}")
     with pytest.raises(
         InputError, match=r"other\.h5: pixel scale 0\.1 arcsec/pixel differs from the model's 0\.06"
     ):
         run_predict(cfg)
-    same = other_simulators_file(tmp_path / "same.h5", test_images[:2], 0.06)
+    same = other_simulators_copy(tiny_data / "test.h5", tmp_path / "same.h5", Pixel_Scale=0.06)
     cfg = predict_config(f"ckpt={tiny_ckpt}", f"input={same}", f"output={tmp_path / 'c.csv'}")
-    assert list(run_predict(cfg)["flag"]) == [0, 0]
+    assert list(run_predict(cfg)["flag"]) == [0, 0, 0, 0]
 
 
 def test_hdf5_pixel_scale_attribute_names():
