@@ -97,6 +97,8 @@ def validate(cfg: DictConfig) -> list[str]:
         )
     if not cfg.cache_views >= 1:
         raise TrainConfigError(f"cache_views={cfg.cache_views} must be >= 1")
+    if cfg.cache_seed is not None and not isinstance(cfg.cache_seed, int):
+        raise TrainConfigError(f"cache_seed={cfg.cache_seed!r} must be an integer or null")
     if cfg.early_stopping_patience < 0:
         raise TrainConfigError(
             f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"

@@ -475,3 +475,25 @@ def test_refiner_cache_of_other_views_is_not_loaded(train_config, tmp_path):
         (tuple(shape), inputs["views"]) for shape, inputs in parts if inputs["split"] == "train"
     )
     assert views == [((1, 32), 1), ((2, 32), 2)]  # and each part says what its key was made of
+
+
+def test_refiner_of_another_seed_loads_the_cache_of_its_cache_seed(
+    train_config, tmp_path, monkeypatch
+):
+    train(train_config("loss=gaussian_nll"), tmp_path / "first")
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    train(train_config(*refine_overrides(tmp_path, cache)), tmp_path / "seed0")
+    computed = counting_parts(monkeypatch)
+    train(
+        train_config(*refine_overrides(tmp_path, cache, "seed=1", "cache_seed=0")), tmp_path / "s1"
+    )
+    assert computed == []
+    a, b = load(tmp_path / "seed0" / "last.pt"), load(tmp_path / "s1" / "last.pt")
+    assert not torch.equal(
+        a["model"]["state_dict"]["refine.0.weight"], b["model"]["state_dict"]["refine.0.weight"]
+    )
+
+
+def test_cache_seed_must_be_an_integer(train_config, tmp_path):
+    with pytest.raises(TrainConfigError, match=r"cache_seed='abc' must be an integer or null"):
+        train(train_config("cache_seed=abc"), tmp_path / "run")
