@@ -43,7 +43,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.special import gamma, gammaincinv
 
+from simulate.io import atomic_path
 from simulate.priors import FIT_LABELS, LABEL_UNITS
+from simulate.render import flux_from_mag  # the SPEC's magnitude convention, not a renderer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # pixel, side of the PSF image the imfit renderer convolves with (this renderer's own choice,
@@ -83,7 +85,7 @@ def _init(instrument: dict) -> None:
 def render_galsim(p: dict) -> np.ndarray:
     """Noiseless stamp in e-/s per pixel, plain GalSim."""
     inst = _W["inst"]
-    flux = 10 ** (-0.4 * (p["mag"] - inst["zero_point"]))  # e-/s
+    flux = float(flux_from_mag(p["mag"], inst["zero_point"]))  # e-/s
     gal = galsim.Sersic(n=p["n"], half_light_radius=p["re"] * math.sqrt(p["q"]), flux=flux)
     gal = gal.shear(q=p["q"], beta=p["pa"] * galsim.degrees)
     image = galsim.Convolve(gal, _W["psf"]).drawImage(
@@ -99,7 +101,7 @@ def render_imfit(p: dict) -> np.ndarray:
     inst = _W["inst"]
     n, q, size = p["n"], p["q"], int(p["size"])
     re_pix = p["re"] / inst["pixel_scale"]
-    flux = 10 ** (-0.4 * (p["mag"] - inst["zero_point"]))
+    flux = float(flux_from_mag(p["mag"], inst["zero_point"]))  # e-/s
     b = gammaincinv(2 * n, 0.5)
     total_per_i_e = 2 * math.pi * n * q * re_pix**2 * math.exp(b) * b ** (-2 * n) * gamma(2 * n)
     model = pyimfit.SimpleModelDescription()
@@ -156,8 +158,7 @@ def write_set(
         jobs = [(renderer, row, out, i < cutouts) for i, row in enumerate(rows)]
         results = pool.map(make_stamp, jobs, chunksize=8)
     seconds = time.perf_counter() - t0
-    tmp = path.with_suffix(".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f["images"] = np.stack([r[0] for r in results])
         for k in LABEL_UNITS:
             f[f"params/{k}"] = params[k]
@@ -173,7 +174,6 @@ def write_set(
             psf=str(instrument["psf"]),
             seed=seed,
         )
-    tmp.replace(path)
     if cutouts:
         folder = path.parent / f"{renderer}_fits"
         folder.mkdir(exist_ok=True)

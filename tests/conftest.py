@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -56,22 +57,37 @@ def other_simulators_copy(source: Path, path: Path, **attrs) -> Path:
     return path
 
 
+def counted(monkeypatch, owner, name: str, interrupt_at: int | None = None) -> list:
+    """Wrap ``owner.name`` (for the rest of the test, or of a ``monkeypatch.context()``) so
+    that each call appends its arguments to the returned list; call number ``interrupt_at``
+    (1-based) raises KeyboardInterrupt instead, as a user's Ctrl-C would."""
+    real, calls = getattr(owner, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+@contextmanager
+def interrupted(monkeypatch, owner, name: str, at: int):
+    """A block that must end in the KeyboardInterrupt of call ``at`` of ``owner.name``; the
+    original is back after it."""
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        counted(patch, owner, name, interrupt_at=at)
+        yield
+
+
 def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
     """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
     from fitnet import training
 
-    real, calls = training._train_epoch, []
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "_train_epoch", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(monkeypatch, training, "_train_epoch", at=2):
         training.train(cfg, output_dir)
-    monkeypatch.setattr(training, "_train_epoch", real)
 
 
 @pytest.fixture

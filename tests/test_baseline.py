@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-from conftest import compose_config, other_simulators_copy
+from conftest import compose_config, interrupted, other_simulators_copy
 
 pytest.importorskip("pyimfit")
 
@@ -41,19 +41,9 @@ def test_fits_land_near_the_truth(tiny_data, tmp_path):
 
 
 def test_resumes_after_interruption(tiny_data, tmp_path, monkeypatch):
-    real, calls = fitting._fit_chunk, []
-
-    def dies_on_second_chunk(task):
-        calls.append(task)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(task)
-
-    monkeypatch.setattr(fitting, "_fit_chunk", dies_on_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(monkeypatch, fitting, "_fit_chunk", at=2):
         run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))
     assert not (tmp_path / "fits.csv").exists()
-    monkeypatch.setattr(fitting, "_fit_chunk", real)
     table = run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))
     assert list(table["row"]) == [0, 1, 2, 3]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_module
+from conftest import interrupted, run_module
 
 from simulate import pipeline
 from simulate.io import SPLITS, read_params
@@ -65,22 +65,12 @@ def test_interrupted_run_resumes_to_identical_files(sim_config, tmp_path, monkey
     run_simulation(sim_config("montage=0", out_dir=reference), progress=False)
 
     out = tmp_path / "resumed"
-    real, calls = pipeline._render_part, []
-
-    def dies_after_two_blocks(task):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(task)
-        return real(task)
-
-    monkeypatch.setattr(pipeline, "_render_part", dies_after_two_blocks)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(monkeypatch, pipeline, "_render_part", at=3):  # after two blocks
         run_simulation(sim_config("montage=0", out_dir=out), progress=False)
     assert not any((out / f"{s}.h5").exists() for s in SPLITS)  # nothing looks complete
     parts = list(out.glob(".parts-*/*.npz"))
     assert len(parts) == 2
 
-    monkeypatch.setattr(pipeline, "_render_part", real)
     summary = run_simulation(sim_config("montage=0", out_dir=out), progress=False)
     assert summary["galaxies"] == 30 - 2 * 8  # only the missing blocks were rendered
     for split in SPLITS:

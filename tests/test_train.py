@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, run_module, train_killed_in_second_epoch
+from conftest import compose_config, counted, interrupted, run_module, train_killed_in_second_epoch
 from omegaconf import OmegaConf
 
 from fitnet import caching, compute, training
@@ -335,6 +335,23 @@ def test_bf16_cpu_training_run_is_finite(train_config, tmp_path):
     assert math.isfinite(best)
 
 
+def same_weights(a, b) -> None:
+    a, b = load(a)["model"]["state_dict"], load(b)["model"]["state_dict"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def refine_overrides(tmp_path, *extra) -> list[str]:
+    """Two refiner epochs on the network that ``train_config("loss=gaussian_nll")`` trained into
+    tmp_path/first."""
+    return [
+        "experiment=refine_photometry",
+        "epochs=2",
+        f"init_from={tmp_path / 'first' / 'last.pt'}",
+        *extra,
+    ]
+
+
 def test_refine_photometry_wraps_the_init_from_network(train_config, tmp_path):
     train(train_config("loss=gaussian_nll"), tmp_path / "first")
     first = load(tmp_path / "first" / "last.pt")
@@ -360,12 +377,12 @@ def test_cached_refiner_training_equals_training_on_stamps(train_config, tmp_pat
     runs = {}
     for cache in ("true", "false"):
         cfg = train_config(
-            "experiment=refine_photometry",
-            "epochs=2",
-            "augment=false",  # one view: the cache holds the stamps as they are
-            "cache_views=1",
-            f"cache_frozen={cache}",
-            f"init_from={tmp_path / 'first' / 'last.pt'}",
+            *refine_overrides(
+                tmp_path,
+                "augment=false",  # one view: the cache holds the stamps as they are
+                "cache_views=1",
+                f"cache_frozen={cache}",
+            )
         )
         runs[cache] = train(cfg, tmp_path / cache), load(tmp_path / cache / "last.pt")
     (cached_best, cached), (plain_best, plain) = runs["true"], runs["false"]
@@ -387,44 +404,12 @@ def test_resumed_cached_refiner_run_continues_exactly(train_config, tmp_path, mo
         assert torch.equal(value, b["model"]["state_dict"][key]), key
 
 
-def counting_parts(monkeypatch, fail_at=None) -> list:
-    """Count (in the returned list) the cache parts computed; raise KeyboardInterrupt at the
-    ``fail_at``-th (1-based) instead of computing it."""
-    real, calls = caching.encode_views, []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == fail_at:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(caching, "encode_views", counted)
-    return calls
-
-
-def same_weights(a, b) -> None:
-    a, b = load(a)["model"]["state_dict"], load(b)["model"]["state_dict"]
-    for key, value in a.items():
-        assert torch.equal(value, b[key]), key
-
-
-def refine_overrides(tmp_path, *extra) -> list[str]:
-    """Two refiner epochs on the network that ``train_config("loss=gaussian_nll")`` trained into
-    tmp_path/first."""
-    return [
-        "experiment=refine_photometry",
-        "epochs=2",
-        f"init_from={tmp_path / 'first' / 'last.pt'}",
-        *extra,
-    ]
-
-
 def test_saved_refiner_cache_is_loaded_by_the_next_run(train_config, tmp_path, monkeypatch):
     train(train_config("loss=gaussian_nll"), tmp_path / "first")
     refine = refine_overrides(tmp_path, f"cache_dir={tmp_path / 'cache'}")
     train(train_config(*refine), tmp_path / "computed")
     assert len(list((tmp_path / "cache").glob("refiner-part-*.pt"))) == 2  # train, val
-    computed = counting_parts(monkeypatch)
+    computed = counted(monkeypatch, caching, "encode_views")
     train(train_config(*refine), tmp_path / "loaded")
     assert computed == []
     same_weights(tmp_path / "computed" / "last.pt", tmp_path / "loaded" / "last.pt")
@@ -435,10 +420,9 @@ def test_refiner_run_killed_while_caching_resumes_at_its_file(train_config, tmp_
     refine = refine_overrides(tmp_path)
     train(train_config(*refine), tmp_path / "straight")  # no cache_dir: nothing saved
     cache = f"cache_dir={tmp_path / 'cache'}"
-    counting_parts(monkeypatch, fail_at=2)  # dies at the validation file's part
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted(monkeypatch, caching, "encode_views", at=2):  # the validation file's part
         train(train_config(*refine, cache), tmp_path / "killed")
-    computed = counting_parts(monkeypatch)
+    computed = counted(monkeypatch, caching, "encode_views")
     train(train_config(*refine, cache), tmp_path / "resumed")
     assert len(computed) == 1  # the training file's part was saved before the interruption
     same_weights(tmp_path / "straight" / "last.pt", tmp_path / "resumed" / "last.pt")
@@ -456,7 +440,7 @@ def test_refiner_cache_with_one_more_data_folder_computes_only_its_files(
     train(train_config(*refine, both), tmp_path / "straight")
     cache = f"cache_dir={tmp_path / 'cache'}"
     train(train_config(*refine, cache), tmp_path / "one")
-    computed = counting_parts(monkeypatch)
+    computed = counted(monkeypatch, caching, "encode_views")
     train(train_config(*refine, cache, both), tmp_path / "two")
     assert len(computed) == 2  # the new folder's train and val files
     same_weights(tmp_path / "straight" / "last.pt", tmp_path / "two" / "last.pt")
@@ -483,7 +467,7 @@ def test_refiner_of_another_seed_loads_the_cache_of_its_cache_seed(
     train(train_config("loss=gaussian_nll"), tmp_path / "first")
     cache = f"cache_dir={tmp_path / 'cache'}"
     train(train_config(*refine_overrides(tmp_path, cache)), tmp_path / "seed0")
-    computed = counting_parts(monkeypatch)
+    computed = counted(monkeypatch, caching, "encode_views")
     train(
         train_config(*refine_overrides(tmp_path, cache, "seed=1", "cache_seed=0")), tmp_path / "s1"
     )
