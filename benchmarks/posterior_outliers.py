@@ -32,6 +32,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+try:
+    import emcee
+except ImportError as err:  # an optional dependency: say how to get it
+    raise SystemExit('posterior_outliers.py needs emcee: pip install -e ".[posterior]"') from err
 from astropy.table import Table
 from omegaconf import OmegaConf
 
@@ -89,7 +94,7 @@ class Posterior:
 
 
 def best_interval_mass(ln_re: np.ndarray) -> float:
-    """Largest share of samples inside [ln x - ln 2, ln x + ln 1.5] over all x.
+    """Largest share of samples inside [ln x - ln 1.5, ln x + ln 2] over all x.
 
     True re inside [x / 1.5, x / 0.5] means |x / re - 1| <= 0.5; in ln re that window is
     ln 3 wide. Sliding it over the sorted samples finds the best x.
@@ -102,8 +107,6 @@ def best_interval_mass(ln_re: np.ndarray) -> float:
 
 def sample_one(task) -> dict:
     path, row, walkers, steps, burn, seed = task
-    import emcee
-
     with h5py.File(path, "r") as f:
         config = OmegaConf.create(f["config"][()].decode())
         image = f["images"][row]
@@ -172,8 +175,15 @@ def main() -> None:
         args.out = Path(f"outputs/posterior/mag{args.mag[0]:g}-{args.mag[1]:g}.csv")
 
     with h5py.File(args.data, "r") as f:
+        if "config" not in f:
+            raise SystemExit(
+                f"{args.data} has no /config: this needs a file written by simulate, whose"
+                " resolved config gives the prior, instrument and renderer of its galaxies"
+            )
         mag = f["params"]["mag"][:]
     in_bin = np.flatnonzero((mag >= args.mag[0]) & (mag < args.mag[1]))
+    if len(in_bin) == 0:
+        raise SystemExit(f"no galaxy of {args.data} has {args.mag[0]} <= mag < {args.mag[1]}")
     rows = in_bin[: args.count]
     done = set()
     if args.out.exists():
