@@ -60,37 +60,49 @@ FIELDS = (
     "tau_max",
     "seconds",
 )
+# Walkers start this far around the truth (mag, n, ln re, q; burn-in forgets where).
+START_BALL = np.array([0.02, 0.05, 0.05, 0.02])  # mag, dimensionless, ln arcsec, dimensionless
+BOOTSTRAP_DRAWS = 2000  # resamplings of the galaxies for the errors of the means
+_STATE: dict = {}  # per process: the data file, its resolved config and a renderer
+
 # An estimate x of re is no outlier when ln(x / re) lies in [LN_LO, LN_HI] = [ln 0.5, ln 1.5].
 LN_LO, LN_HI = math.log(1 - OUTLIER_ABS), math.log(1 + OUTLIER_ABS)
 
 
 class Posterior:
-    """log prior + log likelihood of (mag, n, ln re, q) for one stamp; pa, dx, dy, size fixed."""
+    """log prior + log likelihood of (mag [AB mag], n, ln re [ln arcsec], q) for one stamp.
 
-    def __init__(self, config, image: np.ndarray, fixed: dict):
-        self.renderer = StampRenderer(config.instrument, config.render)
-        self.instrument = config.instrument
-        self.prior = config.prior
+    pa (deg), dx, dy (pixel) and size (pixel) are held at the values in ``fixed``; the image is
+    in e-/s per pixel, as stored.
+    """
+
+    def __init__(self, config, renderer: StampRenderer, image: np.ndarray, fixed: dict):
+        self.renderer, self.instrument = renderer, config.instrument
         self.grid = n_grid(config.prior.n, int(config.render.n_grid_points))
         self.image = image.astype(np.float64)
         self.fixed = fixed
-        self.ln_re = (math.log(self.prior.re.min), math.log(self.prior.re.max))
+        p = config.prior
+        # The prior: uniform in each of these inside its bounds (re log-uniform).
+        self.lo = np.array([p.mag.min, p.n.min, math.log(p.re.min), p.q.min])
+        self.hi = np.array([p.mag.max, p.n.max, math.log(p.re.max), p.q.max])
 
     def __call__(self, theta: np.ndarray) -> float:
-        mag, n, ln_re, q = theta
-        p = self.prior
-        if not (
-            p.mag.min <= mag <= p.mag.max
-            and p.n.min <= n <= p.n.max
-            and self.ln_re[0] <= ln_re <= self.ln_re[1]
-            and p.q.min <= q <= p.q.max
-        ):
+        if not np.all((self.lo <= theta) & (theta <= self.hi)):
             return -np.inf
+        mag, n, ln_re, q = theta
         # The data were drawn with n rounded to the render grid: so is the model.
         n_drawn = float(round_to_grid(np.array([n]), self.grid)[0])
         model = self.renderer.render(n=n_drawn, re=math.exp(ln_re), q=q, mag=mag, **self.fixed)
         var = variance_map(model, self.instrument)
         return float(-0.5 * np.sum((self.image - model) ** 2 / var + np.log(var)))
+
+
+def _init(path: str) -> None:
+    """Per sampling process: open the data file, read its config, build one renderer."""
+    f = h5py.File(path, "r")
+    config = OmegaConf.create(f["config"][()].decode())
+    _STATE.update(file=f, config=config)
+    _STATE["renderer"] = StampRenderer(config.instrument, config.render)
 
 
 def best_interval_mass(ln_re: np.ndarray) -> float:
@@ -106,22 +118,23 @@ def best_interval_mass(ln_re: np.ndarray) -> float:
 
 
 def sample_one(task) -> dict:
-    path, row, walkers, steps, burn, seed = task
-    with h5py.File(path, "r") as f:
-        config = OmegaConf.create(f["config"][()].decode())
-        image = f["images"][row]
-        par = {k: f["params"][k][row] for k in ("mag", "n", "re", "q", "pa", "dx", "dy", "size")}
-        index = int(f["params"]["index"][row])
-    fixed = {"pa": float(par["pa"]), "dx": float(par["dx"]), "dy": float(par["dy"])}
-    fixed["size"] = int(par["size"])
-    post = Posterior(config, image, fixed)
+    """Sample the posterior of file row ``row``; the per-galaxy results named in FIELDS."""
+    row, walkers, steps, burn, seed = task
+    f = _STATE["file"]
+    params = f["params"]
+    par = {k: params[k][row] for k in ("mag", "n", "re", "q", "pa", "dx", "dy", "size")}
+    index = int(params["index"][row])
+    fixed = {
+        "pa": float(par["pa"]),
+        "dx": float(par["dx"]),
+        "dy": float(par["dy"]),
+        "size": int(par["size"]),
+    }
+    post = Posterior(_STATE["config"], _STATE["renderer"], f["images"][row], fixed)
     truth = np.array([par["mag"], par["n"], math.log(par["re"]), par["q"]], dtype=float)
     rng = np.random.default_rng([seed, index])
-    # Start in a small ball around the truth (inside the prior); burn-in forgets it.
-    scale = np.array([0.02, 0.05, 0.05, 0.02])
-    lo = np.array([post.prior.mag.min, post.prior.n.min, post.ln_re[0], post.prior.q.min])
-    hi = np.array([post.prior.mag.max, post.prior.n.max, post.ln_re[1], post.prior.q.max])
-    start = np.clip(truth + scale * rng.standard_normal((walkers, 4)), lo + 1e-6, hi - 1e-6)
+    ball = truth + START_BALL * rng.standard_normal((walkers, 4))
+    start = np.clip(ball, post.lo + 1e-6, post.hi - 1e-6)  # strictly inside the prior
     t0 = time.perf_counter()
     sampler = emcee.EnsembleSampler(
         walkers,
@@ -129,8 +142,7 @@ def sample_one(task) -> dict:
         post,
         moves=[(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)],
     )
-    state = np.random.RandomState(int(rng.integers(2**31)))
-    sampler.random_state = state.get_state()
+    sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
     sampler.run_mcmc(start, burn + steps, progress=False)
     chain = sampler.get_chain(discard=burn, flat=True)
     ln_re = chain[:, 2]
@@ -193,8 +205,9 @@ def main() -> None:
     print(f"{len(rows)} galaxies in [{args.mag[0]}, {args.mag[1]}) mag, {len(todo)} to sample")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new = not args.out.exists()
-    tasks = [(str(args.data), r, args.walkers, args.steps, args.burn, args.seed) for r in todo]
-    with open(args.out, "a", newline="") as fh, Pool(args.workers) as pool:
+    tasks = [(r, args.walkers, args.steps, args.burn, args.seed) for r in todo]
+    pool = Pool(args.workers, initializer=_init, initargs=(str(args.data),))
+    with open(args.out, "a", newline="") as fh, pool:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         if new:
             writer.writeheader()
@@ -220,7 +233,7 @@ def summarise(path: Path, rows: np.ndarray, share: float, catalogue: Path | None
     with open(path) as fh:
         res = [r for r in csv.DictReader(fh) if int(r["row"]) in wanted]
     col = {k: np.array([float(r[k]) for r in res]) for k in FIELDS}
-    boot = np.random.default_rng(0).integers(0, len(res), size=(2000, len(res)))
+    boot = np.random.default_rng(0).integers(0, len(res), size=(BOOTSTRAP_DRAWS, len(res)))
     print(f"{len(res)} galaxies sampled; the bin holds {100 * share:.1f}% of the file")
     for name, key in (
         ("best possible estimate", "p_out_best"),
