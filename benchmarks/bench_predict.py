@@ -25,8 +25,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from fitnet.inference import Predictor, predict_table
 from fitnet.inputs import StampMaker, iter_stamps
-from fitnet.prediction import Predictor, predict_table
+from fitnet.models import build_model
 from simulate.priors import FIT_LABELS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -43,11 +44,11 @@ def untrained_checkpoint(data: Path, folder: Path) -> Path:
     targets = parse_targets(cfg.target)
     attrs = describe_split(data, targets)
     model_cfg = OmegaConf.to_container(cfg.model)
-    model = checkpoint.build_model(model_cfg, 1, len(targets), attrs["stamp_size"])
+    model = build_model(model_cfg, 1, len(targets), attrs["stamp_size"])
     payload = checkpoint.make_payload(
         model=model,
         model_cfg=model_cfg,
-        image_size=attrs["stamp_size"],
+        stamp_size=attrs["stamp_size"],
         targets=targets,
         loss=cfg.loss,
         scaler=LabelScaler.fit(targets, cfg.labels, read_labels(data, targets)),
@@ -70,7 +71,7 @@ def predict_rate(
     ckpt: Path, data: Path, count: int, device: torch.device, batch: int, amp=False
 ) -> float:
     predictor = Predictor(ckpt, device, amp)
-    maker = StampMaker(predictor.image_size, predictor.noise_rms)
+    maker = StampMaker(predictor.stamp_size, predictor.noise_rms)
 
     def stamps():
         for k, stamp in enumerate(iter_stamps(data, maker, predictor.pixel_scale)):

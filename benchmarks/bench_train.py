@@ -29,7 +29,6 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fitnet.checkpoint import build_model
 from fitnet.compute import amp_enabled
 from fitnet.data import (
     describe_split,
@@ -39,8 +38,9 @@ from fitnet.data import (
     split_path,
 )
 from fitnet.labels import LabelScaler, parse_targets
+from fitnet.models import build_model
 from fitnet.noise import CCDNoise
-from fitnet.training import train_step
+from fitnet.train import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

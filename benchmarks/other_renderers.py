@@ -194,11 +194,11 @@ def score_cutouts(out: Path, renderer: str, ckpt: str | None) -> str:
     """``fitnet.predict`` on the folder of FITS cutouts: a line per label, the SPEC scatter and
     outlier fraction and the fraction inside the 68% interval, next to the same galaxies' in
     the HDF5 file's evaluation."""
+    from fitnet.inference import Predictor
     from fitnet.labels import spec_error
     from fitnet.metrics import standard_scores, summarize
-    from fitnet.predicting import checkpoints, run_predict
-    from fitnet.prediction import Predictor
-    from fitnet.training import resolve_device
+    from fitnet.predict import run as run_predict
+    from fitnet.runtime import checkpoint_paths, resolve_device
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
@@ -213,7 +213,7 @@ def score_cutouts(out: Path, renderer: str, ckpt: str | None) -> str:
     table = run_predict(cfg)
     truth = Table.read(out / f"{renderer}_fits_truth.csv")
     hdf5 = Table.read(out / renderer / "predictions.csv")[: len(truth)]
-    transforms = Predictor(checkpoints(cfg.ckpt), resolve_device("cpu")).transforms
+    transforms = Predictor(checkpoint_paths(cfg.ckpt), resolve_device("cpu")).transforms
     lines = [
         "| label | FITS cutouts: scatter, outliers, in 68% | same galaxies from the HDF5 file |"
     ]
@@ -252,7 +252,7 @@ def summary(metrics: dict, chi: np.ndarray | None, mag: np.ndarray) -> str:
 
 
 def main() -> None:
-    from fitnet.evaluation import run_evaluate
+    from fitnet.evaluate import run as run_evaluate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=4000, help="galaxies per renderer")

@@ -1,10 +1,14 @@
 """Checkpoints that carry everything needed to predict or to resume.
 
-A checkpoint is a ``torch.save`` dict with: the model's config (``_target_`` and arguments),
-``in_chans``, ``num_outputs``, ``image_size`` and weights; the targets, loss and label scaler;
-the image normalisation; the instrument of the training data (pixel scale, zero point, PSF,
-noise; from the data file's attributes); the resolved config; and, for ``resume``, the epoch,
-optimiser, scheduler and random-number states and the metric history.
+A checkpoint is a ``torch.save`` dict with: the model's registered name (``models.MODELS``),
+config and weights, ``in_chans``, ``num_outputs`` and ``stamp_size`` (pixel); the targets,
+loss and label scaler; the image normalisation; the instrument of the training data (pixel
+scale, zero point, PSF, noise; from the data file's attributes); the training data folders;
+the resolved config; and, for ``resume``, the epoch, optimiser, scheduler and random-number
+states and the metric history.
+
+Checkpoints of format version 1 (``image_size``, ``_target_`` class paths) are read as well:
+``load`` brings them to the current form.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from simulate.io import atomic_path, package_version
 
-from .data import ImageNorm
+from .data import ImageNorm, data_dirs
 from .labels import LabelScaler
+from .models import build_model, model_name
+from .runtime import UserError
 
 FORMAT = "sersic-fitnet checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LOG_SIGMA_RANGE = (-7.0, 5.0)  # clamp of the predicted log-sigma (standardised units)
 
 #: Attributes of the training data kept in the checkpoint as its instrument description.
 INSTRUMENT_ATTRS = (
@@ -38,8 +44,8 @@ INSTRUMENT_ATTRS = (
 )
 
 
-class CheckpointError(ValueError):
-    """A file is not a readable sersic-fitnet checkpoint."""
+class CheckpointError(UserError):
+    """A file is not a readable sersic-fitnet checkpoint, or checkpoints do not fit together."""
 
 
 def outputs_per_label(loss: str) -> int:
@@ -47,10 +53,12 @@ def outputs_per_label(loss: str) -> int:
     return 2 if loss == "gaussian_nll" else 1
 
 
-def build_model(
-    model_cfg: dict, in_chans: int, num_outputs: int, image_size: int
-) -> torch.nn.Module:
-    return instantiate(model_cfg, in_chans=in_chans, num_outputs=num_outputs, image_size=image_size)
+def split_output(out: torch.Tensor, loss: str):
+    """The network's outputs as (means, log-sigmas clamped to LOG_SIGMA_RANGE, or None)."""
+    if loss != "gaussian_nll":
+        return out, None
+    t = out.shape[1] // 2
+    return out[:, :t], out[:, t:].clamp(*LOG_SIGMA_RANGE)
 
 
 def save(path: Path, payload: dict) -> None:
@@ -76,6 +84,19 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path} has format version {payload['format_version']}; this code reads <= {FORMAT_VERSION}"
         )
+    return upgrade(payload)
+
+
+def upgrade(payload: dict) -> dict:
+    """A checkpoint of format version 1 in the current form (``stamp_size``, the model's
+    registered name, ``data_dirs``); newer ones unchanged."""
+    model = payload["model"]
+    if "image_size" in model:  # the name of format 1
+        model["stamp_size"] = model.pop("image_size")
+    model.setdefault("name", model_name(model["config"]))
+    if "data_dirs" not in payload:
+        data_dir = OmegaConf.create(payload.get("config") or "{}").get("data_dir")
+        payload["data_dirs"] = data_dirs(data_dir) if data_dir is not None else []
     return payload
 
 
@@ -83,7 +104,7 @@ def make_payload(
     *,
     model,
     model_cfg,
-    image_size,
+    stamp_size,
     targets,
     loss,
     scaler: LabelScaler,
@@ -100,10 +121,11 @@ def make_payload(
         "package_version": package_version(),
         "torch_version": torch.__version__,
         "model": {
+            "name": model_name(model_cfg),
             "config": model_cfg,
             "in_chans": 1,
             "num_outputs": len(targets) * outputs_per_label(loss),
-            "image_size": image_size,
+            "stamp_size": stamp_size,
             "state_dict": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
         },
         "targets": list(targets),
@@ -111,6 +133,7 @@ def make_payload(
         "label_scaler": scaler.state(),
         "image_norm": norm.state(),
         "instrument": {k: instrument[k] for k in INSTRUMENT_ATTRS if k in instrument},
+        "data_dirs": data_dirs(cfg.data_dir),
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         **state,
     }
@@ -120,7 +143,7 @@ def load_model(path: str | Path, device="cpu"):
     """Model (eval mode, on ``device``), label scaler, image norm and the checkpoint dict."""
     payload = load(path)
     m = payload["model"]
-    model = build_model(m["config"], m["in_chans"], m["num_outputs"], m["image_size"])
+    model = build_model(m["config"], m["in_chans"], m["num_outputs"], m["stamp_size"])
     model.load_state_dict(m["state_dict"])
     model.to(device).eval()
     return (

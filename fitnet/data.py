@@ -19,6 +19,7 @@ import torch
 
 from .labels import LabelScaler
 from .noise import CCDNoise
+from .runtime import UserError
 
 #: Root attributes a split file must carry for the network to know what its pixels mean.
 REQUIRED_ATTRS = ("pixel_scale_arcsec", "background_rms_e_per_s", "zero_point_mag")
@@ -37,7 +38,7 @@ MATCHING_ATTRS = (
 NORM_CHUNK = 1024  # images normalised at a time while loading
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file is missing, malformed, or does not match the model."""
 
 

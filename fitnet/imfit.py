@@ -17,7 +17,20 @@ import numpy as np
 
 from simulate.render import sersic_log_intensity_at_re
 
+from .runtime import UserError
+
 PSF_SIZE = 41  # pixel, side of the PSF image handed to imfit
+
+
+def require_pyimfit():
+    """The pyimfit module; a clear error when the optional extra is not installed."""
+    try:
+        import pyimfit
+    except ImportError as err:
+        raise UserError(
+            "pyimfit is not installed: pip install 'sersic-fitnet[imfit]' (or -e '.[imfit]')"
+        ) from err
+    return pyimfit
 
 
 def psf_image(psf: galsim.GSObject, pixel_scale: float, size: int = PSF_SIZE) -> np.ndarray:
@@ -61,10 +74,7 @@ def fit_sersic(image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: fl
     exposure_time_s, sky_level_e_per_s_per_pixel, read_noise_e, background_rms_e_per_s).
     Returns mag, n, re (arcsec), q, pa (deg from +x), seconds, and ok (fit converged).
     """
-    try:
-        import pyimfit
-    except ImportError as err:  # optional dependency
-        raise ImportError("pyimfit is not installed: pip install -e '.[imfit]'") from err
+    pyimfit = require_pyimfit()
     t = instrument["exposure_time_s"]
     start = moment_start(image, instrument["background_rms_e_per_s"])
     h, w = image.shape

@@ -1,4 +1,5 @@
-"""Images to predict on: an HDF5 file (SPEC layout), a FITS image or cube, or a folder of FITS.
+"""Images to predict on: an HDF5 file (the data layout of docs/contract.md, section 5), a FITS
+image or cube (also tile-compressed, ``.fits.fz``), a folder of FITS files, or arrays.
 
 Every input becomes a stream of ``Stamp`` records in input order: the image brought to the
 model's stamp size with the simulator's pad/crop rule (``simulate.stamps.pad_or_crop``; padded
@@ -7,9 +8,11 @@ used. Pixels must be sky-subtracted e-/s per pixel in the instrument's zero-poin
 in training (``input_scale`` converts other units).
 
 A problem with one image (non-finite pixels, a folder member that is unreadable, empty,
-not 2-D or at another pixel scale) flags that row. A problem with the input as a whole (a
-missing or unreadable path, no image data, a pixel scale that differs from the model's) is an
-``InputError`` naming the file.
+not 2-D, without a pixel scale or at another one) flags that row. A problem with the input as
+a whole (a missing or unreadable path, no image data, a pixel scale that is missing or differs
+from the model's) is an ``InputError`` naming the file. An image's pixel scale comes from its
+header (celestial WCS, CDELT/CD or a scale keyword) or HDF5 attributes; ``pixel_scale`` gives
+it for images that state none. It is never assumed silently.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from simulate.stamps import pad_or_crop
 
 from .data import open_images
+from .runtime import UserError
 
 log = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 #: Header keywords read as a pixel scale in arcsec / pixel when the header has no celestial WCS.
 PIXEL_SCALE_KEYWORDS = (
@@ -56,7 +60,7 @@ FLAG_NONFINITE = 4  # NaN or infinite pixels
 FLAG_PIXEL_SCALE = 8  # pixel scale differs from the model's
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """The input as a whole cannot be used; the message names the file."""
 
 
@@ -74,7 +78,7 @@ class Stamp:
 class StampMaker:
     """Brings images to the model's stamp size; padding gets reproducible background noise."""
 
-    size: int  # pixel
+    stamp_size: int  # pixel
     noise_rms: float  # e-/s per pixel
     input_scale: float = 1.0  # multiply input pixels by this to get e-/s per pixel
     seed: int = 0
@@ -99,14 +103,14 @@ class StampMaker:
                 source, None, FLAG_NONFINITE, f"{source}: {int(bad.sum())} NaN or infinite pixels"
             )
         data = data * self.input_scale
-        if data.shape == (self.size, self.size):
+        if data.shape == (self.stamp_size, self.stamp_size):
             return Stamp(source, data)
         background = None
-        if data.shape[0] < self.size or data.shape[1] < self.size:
-            background = self._rng.normal(0.0, self.noise_rms, (self.size, self.size)).astype(
-                np.float32
-            )
-        return Stamp(source, pad_or_crop(data, self.size, background))
+        if data.shape[0] < self.stamp_size or data.shape[1] < self.stamp_size:
+            background = self._rng.normal(
+                0.0, self.noise_rms, (self.stamp_size, self.stamp_size)
+            ).astype(np.float32)
+        return Stamp(source, pad_or_crop(data, self.stamp_size, background))
 
 
 def fits_pixel_scale(header) -> float | None:
@@ -155,24 +159,61 @@ def scale_mismatch(source: str, scale: float | None, model_scale: float) -> str:
 
 def _first_image_hdu(hdul, path: Path):
     for index, hdu in enumerate(hdul):
-        if hdu.data is not None and getattr(hdu, "is_image", False):
+        if getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) > 0:
             return index, hdu
     raise InputError(f"{path} holds no image data")
 
 
 def iter_stamps(
-    path, maker: StampMaker, model_scale: float, allow_mismatch: bool = False
+    images,
+    maker: StampMaker,
+    model_scale: float,
+    allow_mismatch: bool = False,
+    pixel_scale: float | None = None,
 ) -> Iterator[Stamp]:
-    """Stamps of every image in ``path`` in input order (see module docstring)."""
-    path = Path(path)
+    """Stamps of every image of ``images`` in input order (see module docstring).
+
+    ``images``: a path (HDF5 file, FITS file or folder of FITS files), a 2-D array (one image),
+    a 3-D array (a stack), or a list of 2-D arrays and paths. ``pixel_scale`` (arcsec / pixel)
+    is the scale of images that do not state one: arrays, and FITS headers without a celestial
+    WCS or scale keyword. Without it such images are refused (a single input) or flagged (a
+    member of a folder or list), never assumed to be at the model's scale.
+    """
+    if isinstance(images, (str, Path)):
+        yield from _iter_path(Path(images), maker, model_scale, allow_mismatch, pixel_scale)
+        return
+    if isinstance(images, np.ndarray):
+        images = [images] if images.ndim == 2 else list(images)
+    members = list(images)
+    if not members:
+        raise InputError("no images given: an empty list")
+    arrays = [m for m in members if not isinstance(m, (str, Path))]
+    if arrays:
+        message = _scale_problem("arrays", None, model_scale, pixel_scale, "arrays carry none")
+        if message and not allow_mismatch:
+            raise InputError(message)
+    for k, member in enumerate(members):
+        if isinstance(member, (str, Path)):
+            yield from _member_stamps(Path(member), maker, model_scale, allow_mismatch, pixel_scale)
+        else:
+            yield maker(f"[{k}]", member)
+
+
+def _iter_path(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
     if not path.exists():
         raise InputError(f"input {path} does not exist")
     if path.is_dir():
-        yield from _iter_folder(path, maker, model_scale, allow_mismatch)
+        files = _fits_files(path)
+        if not files:
+            raise InputError(f"folder {path} holds no FITS files ({', '.join(FITS_SUFFIXES)})")
+        for member in files:
+            yield from _member_stamps(member, maker, model_scale, allow_mismatch, pixel_scale)
     elif path.name.lower().endswith(HDF5_SUFFIXES):
-        yield from _iter_hdf5(path, maker, model_scale, allow_mismatch)
+        yield from _iter_hdf5(path, maker, model_scale, allow_mismatch, pixel_scale)
     elif path.name.lower().endswith(FITS_SUFFIXES):
-        yield from _iter_fits_file(path, maker, model_scale, allow_mismatch)
+        yield from _iter_fits_file(
+            path, maker, model_scale, allow_mismatch, pixel_scale, alone=True
+        )
     else:
         raise InputError(
             f"input {path}: unknown type; give an HDF5 file ({', '.join(HDF5_SUFFIXES)}), "
@@ -180,12 +221,17 @@ def iter_stamps(
         )
 
 
-def count_images(path) -> int | None:
+def count_images(images) -> int | None:
     """Number of rows ``iter_stamps`` will yield, when cheap to know (for progress bars)."""
-    path = Path(path)
+    if isinstance(images, np.ndarray):
+        return 1 if images.ndim == 2 else len(images)
+    if not isinstance(images, (str, Path)):
+        members = list(images)
+        return len(members) if all(not isinstance(m, (str, Path)) for m in members) else None
+    path = Path(images)
     try:
         if path.is_dir():
-            return len(_fits_files(path))
+            return None  # a folder may hold cubes: known only once their headers are read
         if path.name.lower().endswith(HDF5_SUFFIXES):
             with h5py.File(path, "r") as f:
                 return len(f["images"])
@@ -194,12 +240,35 @@ def count_images(path) -> int | None:
     return None
 
 
-def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp]:
+def _scale_problem(source: str, scale, model_scale: float, given, why: str = "") -> str:
+    """Message if images of ``source`` (header scale ``scale``, else the ``given`` one) are not
+    at the model's scale or have none, else ''."""
+    if scale is None:
+        scale = given
+    if scale is None:
+        why = why or f"no celestial WCS, CDELT or {PIXEL_SCALE_KEYWORDS[0]}-like keyword"
+        return (
+            f"{source}: no pixel scale ({why}); pass pixel_scale=<arcsec/pixel> "
+            f"(the model's is {model_scale:.5g})"
+        )
+    return scale_mismatch(source, scale, model_scale)
+
+
+def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
     with open_images(path) as f:
         ds = f["images"]
-        message = scale_mismatch(str(path), hdf5_pixel_scale(f.attrs), model_scale)
-        if message and not allow_mismatch:
-            raise InputError(message)
+        scale = hdf5_pixel_scale(f.attrs)
+        if scale is None and pixel_scale is None:
+            log.warning(
+                "%s states no pixel scale: taking it as the model's %.5g arcsec/pixel "
+                "(pass pixel_scale= to check it)",
+                path,
+                model_scale,
+            )
+        else:
+            message = _scale_problem(str(path), scale, model_scale, pixel_scale)
+            if message and not allow_mismatch:
+                raise InputError(message)
         chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
         for start in range(0, len(ds), chunk):
             block = ds[start : start + chunk]
@@ -210,25 +279,46 @@ def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp
                 yield stamp
 
 
-def _iter_fits_file(path: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp]:
+def _open_fits(path: Path):
+    """``fits.open``, memory-mapped unless the image is scaled (BSCALE/BZERO/BLANK), which
+    astropy cannot memory-map; InputError naming the file if it is not readable FITS."""
     try:
         hdul = fits.open(path, memmap=True)
+        _, hdu = _first_image_hdu(hdul, path)
+        if any(key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
+            hdul.close()
+            hdul = fits.open(path, memmap=False)
+    except InputError:
+        raise
     except Exception as err:  # noqa: BLE001 - astropy raises many types for bad files
         raise InputError(f"{path} is not a readable FITS file: {err}") from err
-    with hdul:
+    return hdul
+
+
+def _iter_fits_file(
+    path: Path, maker, model_scale, allow_mismatch, pixel_scale, alone: bool = False
+) -> Iterator[Stamp]:
+    """The stamps of one FITS file: one for a 2-D image, one per plane of a cube. A problem
+    with the file as a whole is an InputError, and so is an unusable 2-D image when the file
+    is the whole input (``alone``)."""
+    with _open_fits(path) as hdul:
         index, hdu = _first_image_hdu(hdul, path)
-        message = scale_mismatch(str(path), fits_pixel_scale(hdu.header), model_scale)
+        message = _scale_problem(str(path), fits_pixel_scale(hdu.header), model_scale, pixel_scale)
         if message and not allow_mismatch:
             raise InputError(message)
-        data = hdu.data
+        try:
+            data = hdu.data
+        except Exception as err:  # noqa: BLE001
+            raise InputError(f"{path}: cannot read the image data: {err}") from err
         if data.ndim == 2:
-            stamp = maker(f"{path.name}[{index}]", data)
-            if stamp.flag:
+            # a folder's or list's member is named by its file, as its row's source
+            stamp = maker(f"{path.name}[{index}]" if alone else path.name, np.array(data))
+            if stamp.flag and alone:
                 raise InputError(stamp.problem)
             yield stamp
         elif data.ndim == 3:  # a cube of cutouts, one per plane
             for plane in range(data.shape[0]):
-                stamp = maker(f"{path.name}[{index}][{plane}]", data[plane])
+                stamp = maker(f"{path.name}[{index}][{plane}]", np.array(data[plane]))
                 if stamp.flag:
                     log.warning("skipping %s", stamp.problem)
                 yield stamp
@@ -244,30 +334,20 @@ def _fits_files(folder: Path) -> list[Path]:
     )
 
 
-def _iter_folder(folder: Path, maker, model_scale, allow_mismatch) -> Iterator[Stamp]:
-    files = _fits_files(folder)
-    if not files:
-        raise InputError(f"folder {folder} holds no FITS files ({', '.join(FITS_SUFFIXES)})")
-    for path in files:
-        stamp = _read_cutout(path, maker, model_scale, allow_mismatch)
+def _member_stamps(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
+    """The stamps of one FITS file of a folder or list: a problem with the file flags its row
+    (one row) instead of stopping the whole input."""
+    try:
+        stamps = list(_iter_fits_file(path, maker, model_scale, allow_mismatch, pixel_scale))
+    except InputError as err:
+        text = str(err).replace(str(path), path.name)
+        flag = FLAG_UNREADABLE
+        if "pixel scale" in text:
+            flag = FLAG_PIXEL_SCALE
+        elif "expected 2-D" in text:
+            flag = FLAG_NOT_2D
+        stamps = [Stamp(path.name, None, flag, text)]
+    for stamp in stamps:
         if stamp.flag:
             log.warning("skipping %s", stamp.problem)
         yield stamp
-
-
-def _read_cutout(path: Path, maker, model_scale, allow_mismatch) -> Stamp:
-    try:
-        with fits.open(path) as hdul:
-            index, hdu = _first_image_hdu(hdul, path)
-            data = np.array(hdu.data)
-            header = hdu.header
-    except InputError as err:
-        return Stamp(path.name, None, FLAG_UNREADABLE, str(err))
-    except Exception as err:  # noqa: BLE001
-        return Stamp(
-            path.name, None, FLAG_UNREADABLE, f"{path.name} is not a readable FITS file: {err}"
-        )
-    message = scale_mismatch(path.name, fits_pixel_scale(header), model_scale)
-    if message and not allow_mismatch:
-        return Stamp(path.name, None, FLAG_PIXEL_SCALE, message)
-    return maker(path.name, data)

@@ -8,14 +8,16 @@ import numpy as np
 
 from simulate.priors import FIT_LABELS, LABEL_UNITS
 
+from .runtime import UserError
+
 #: Labels the network can regress, with units (SPEC section 2). Flips and 90-degree rotations
 #: of a stamp leave all of them unchanged, so augmentation needs no label update.
 TARGETS = {name: LABEL_UNITS[name] for name in FIT_LABELS}
 TRANSFORMS = ("identity", "log")
 
 
-class TargetError(ValueError):
-    """A requested target or transform does not exist."""
+class TargetError(UserError):
+    """A requested target, transform or calibration option does not exist or is not allowed."""
 
 
 def parse_targets(target) -> list[str]:
@@ -188,3 +190,14 @@ def spec_error(name: str, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     if name == "n":
         return np.log10(pred / true)
     return pred - true  # mag, q
+
+
+def validate_calibration(calibration) -> None:
+    """Check the ``calibration`` group (conf/calibration) shared by train and calibrate."""
+    edges = list(calibration.mag_edges)
+    if edges != sorted(set(edges)):
+        raise TargetError(
+            f"calibration.mag_edges={edges} must be strictly increasing magnitudes (or [])"
+        )
+    if not calibration.min_count >= 1:
+        raise TargetError(f"calibration.min_count={calibration.min_count} must be >= 1")

@@ -1,6 +1,8 @@
 """Networks: a feature extractor followed by a head; all take ``in_chans`` and ``num_outputs``.
 
-``image_size`` (pixel, side of the square input) lets fully connected heads size themselves.
+``stamp_size`` (pixel, side of the square input) lets fully connected heads size themselves.
+Every model class is registered in ``MODELS`` under a name that checkpoints record, so that
+renaming or moving a class does not break the checkpoints made with it.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from .photometry import StampPhotometry
@@ -39,9 +40,9 @@ class FitNet(nn.Module):
         return self.head(self.features(x))
 
 
-def _feature_size(features: nn.Module, in_chans: int, image_size: int) -> int:
+def _feature_size(features: nn.Module, in_chans: int, stamp_size: int) -> int:
     with torch.no_grad():
-        return features(torch.zeros(1, in_chans, image_size, image_size)).shape[1]
+        return features(torch.zeros(1, in_chans, stamp_size, stamp_size)).shape[1]
 
 
 class DeepLegato(FitNet):
@@ -56,7 +57,7 @@ class DeepLegato(FitNet):
         self,
         in_chans: int,
         num_outputs: int,
-        image_size: int,
+        stamp_size: int,
         filters=(16, 64, 64),
         kernels=(4, 3, 2),
         dense=(128, 64),
@@ -82,7 +83,7 @@ class DeepLegato(FitNet):
             chans = width
         layers.append(nn.Flatten())
         features = nn.Sequential(*layers)
-        size = _feature_size(features, in_chans, image_size)
+        size = _feature_size(features, in_chans, stamp_size)
         head: list[nn.Module] = []
         for units in dense:
             head += [nn.Linear(size, units), nn.ReLU(inplace=True), nn.Dropout(head_dropout)]
@@ -121,13 +122,13 @@ class ResNet(FitNet):
         self,
         in_chans: int,
         num_outputs: int,
-        image_size: int,
+        stamp_size: int,
         widths=(32, 64, 128, 256),
         blocks=(2, 2, 2, 2),
         stem_stride: int = 1,
         dropout: float = 0.0,
     ):
-        del image_size  # global pooling: any input size works
+        del stamp_size  # global pooling: any input size works
         if len(widths) != len(blocks):
             raise ValueError(
                 f"model.widths {list(widths)} and model.blocks {list(blocks)} differ in length"
@@ -165,7 +166,7 @@ class PhotometricRefiner(nn.Module):
         self,
         in_chans: int,
         num_outputs: int,
-        image_size: int,
+        stamp_size: int,
         network: dict,
         photometry: dict,
         hidden=(256, 256),
@@ -174,14 +175,12 @@ class PhotometricRefiner(nn.Module):
         super().__init__()
         if in_chans != 1:
             raise ValueError(f"PhotometricRefiner measures one band; got in_chans={in_chans}")
-        self.network = instantiate(
-            network, in_chans=in_chans, num_outputs=num_outputs, image_size=image_size
-        )
+        self.network = build_model(network, in_chans, num_outputs, stamp_size)
         if not isinstance(self.network, FitNet):
             raise ValueError(
                 f"model.network must be a FitNet (features, then head); got {network['_target_']}"
             )
-        self.photometry = StampPhotometry(image_size, **photometry)
+        self.photometry = StampPhotometry(stamp_size, **photometry)
         size = num_outputs + self.photometry.num_features
         layers: list[nn.Module] = []
         for units in hidden:
@@ -272,3 +271,29 @@ class FrozenRefinerHead(nn.Module):
 
     def forward(self, z):
         return self.refiner.correct(z)
+
+
+#: Registered name -> model class. A checkpoint records the name (``model_name``).
+MODELS = {"deeplegato": DeepLegato, "resnet": ResNet, "photometric": PhotometricRefiner}
+#: Class paths that configs and format-1 checkpoints name in ``_target_``, by registered name.
+TARGETS = {f"fitnet.models.{cls.__name__}": name for name, cls in MODELS.items()}
+#: Config keys that say how to build a model rather than being its arguments.
+BUILD_KEYS = ("_target_", "_recursive_", "name")
+
+
+def model_name(model_cfg: dict) -> str:
+    """The registered name of a model config: its ``name``, or that of its ``_target_``."""
+    name = model_cfg.get("name") or TARGETS.get(model_cfg.get("_target_", ""))
+    if name not in MODELS:
+        raise ValueError(
+            f"model {model_cfg.get('name') or model_cfg.get('_target_')!r} is not a registered "
+            f"model: choose from {', '.join(MODELS)} (conf/model/)"
+        )
+    return name
+
+
+def build_model(model_cfg: dict, in_chans: int, num_outputs: int, stamp_size: int) -> nn.Module:
+    """The registered model of ``model_cfg`` with its arguments (``BUILD_KEYS`` aside)."""
+    kwargs = {k: v for k, v in dict(model_cfg).items() if k not in BUILD_KEYS}
+    cls = MODELS[model_name(model_cfg)]
+    return cls(in_chans=in_chans, num_outputs=num_outputs, stamp_size=stamp_size, **kwargs)

@@ -28,16 +28,16 @@ class StampPhotometry(nn.Module):
     ``AdaptiveMoments``), its features follow. Computed in float32 outside any autocast.
     """
 
-    def __init__(self, image_size: int, apertures_px, weights_px, adaptive: dict | None = None):
+    def __init__(self, stamp_size: int, apertures_px, weights_px, adaptive: dict | None = None):
         super().__init__()
         if not apertures_px and not weights_px:
             raise ValueError("photometry needs at least one aperture or weight radius")
-        self.adaptive = None if adaptive is None else AdaptiveMoments(image_size, **adaptive)
+        self.adaptive = None if adaptive is None else AdaptiveMoments(stamp_size, **adaptive)
         for r in (*apertures_px, *weights_px):
             if not r > 0:
                 raise ValueError(f"photometry radii must be > 0 pixel, got {r}")
-        centre = (image_size - 1) / 2
-        offsets = torch.arange(image_size, dtype=torch.float32) - centre
+        centre = (stamp_size - 1) / 2
+        offsets = torch.arange(stamp_size, dtype=torch.float32) - centre
         yy, xx = (g.reshape(-1) for g in torch.meshgrid(offsets, offsets, indexing="ij"))
         r2 = xx**2 + yy**2
         masks = [(r2 <= r**2).float() for r in apertures_px]
@@ -122,28 +122,28 @@ class AdaptiveMoments(nn.Module):
     # a Newton step may make the weight's trace at most this many times the plain step's
     MAX_NEWTON_GROWTH = 4.0
 
-    def __init__(self, image_size: int, iterations: int, initial_sigma_px: float):
+    def __init__(self, stamp_size: int, iterations: int, initial_sigma_px: float):
         super().__init__()
         if not iterations >= 1:
             raise ValueError(f"photometry.adaptive.iterations must be >= 1, got {iterations}")
-        if not 0 < initial_sigma_px < image_size / 4:
+        if not 0 < initial_sigma_px < stamp_size / 4:
             raise ValueError(
-                f"photometry.adaptive.initial_sigma_px must be in (0, {image_size / 4}) pixel "
-                f"for {image_size} px stamps, got {initial_sigma_px}"
+                f"photometry.adaptive.initial_sigma_px must be in (0, {stamp_size / 4}) pixel "
+                f"for {stamp_size} px stamps, got {initial_sigma_px}"
             )
         self.iterations = iterations
         self.initial_sigma_px = initial_sigma_px
-        self.image_size = image_size
-        self.max_trace = (image_size / 2) ** 2  # pixel^2
-        self.max_shift = image_size / 8  # pixel
+        self.stamp_size = stamp_size
+        self.max_trace = (stamp_size / 2) ** 2  # pixel^2
+        self.max_shift = stamp_size / 8  # pixel
         # Centred windows of 1/4 to all of the side, smallest first; only those with the parity
         # of the stamp, whose centre is then the stamp's centre.
-        sides = {image_size * eighths // 8 for eighths in (2, 3, 4, 6)} | {image_size}
-        self.windows = sorted(k for k in sides if k >= 8 and (image_size - k) % 2 == 0)
-        centre = (image_size - 1) / 2
-        offsets = torch.arange(image_size, dtype=torch.float32) - centre
+        sides = {stamp_size * eighths // 8 for eighths in (2, 3, 4, 6)} | {stamp_size}
+        self.windows = sorted(k for k in sides if k >= 8 and (stamp_size - k) % 2 == 0)
+        centre = (stamp_size - 1) / 2
+        offsets = torch.arange(stamp_size, dtype=torch.float32) - centre
         for k in self.windows:
-            o = offsets[(image_size - k) // 2 : (image_size + k) // 2]
+            o = offsets[(stamp_size - k) // 2 : (stamp_size + k) // 2]
             yy, xx = (g.reshape(-1) for g in torch.meshgrid(o, o, indexing="ij"))
             # Monomials 1, x, y, x^2, y^2, xy about the stamp centre: the weight's exponent and
             # all weighted moments are products with this (6, k*k) matrix.
@@ -152,10 +152,10 @@ class AdaptiveMoments(nn.Module):
 
     def _crop(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The centred k x k window of images (B, S*S), as (B, k*k)."""
-        if k == self.image_size:
+        if k == self.stamp_size:
             return x
-        lo = (self.image_size - k) // 2
-        square = x.reshape(-1, self.image_size, self.image_size)
+        lo = (self.stamp_size - k) // 2
+        square = x.reshape(-1, self.stamp_size, self.stamp_size)
         return square[:, lo : lo + k, lo : lo + k].reshape(-1, k * k)
 
     def _window(self, m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,78 @@
-"""Entry point: ``python -m fitnet.predict ckpt=best.pt input=cutouts/ output=catalogue.csv``."""
+"""``python -m fitnet.predict input=PATH output=PATH [ckpt=PATH]``: a catalogue from new images.
+
+The input is an HDF5 file (only /images needed), a FITS image or cube, or a folder of FITS
+cutouts; images of any size are padded (with noise) or cropped to the model's stamps. The
+output (CSV, ECSV or FITS) has one row per image in input order: the labels mag (AB), n,
+re (arcsec, semi-major axis) and q, their 1-sigma errors, and a flag (0 = trust the row).
+Without ``ckpt`` the shipped pretrained model is used.
+
+Example: python -m fitnet.predict input=cutouts/ output=catalogue.csv pixel_scale=0.06
+"""
 
 from __future__ import annotations
 
-import hydra
+import logging
+import math
+import time
+
 from omegaconf import DictConfig
 
-from .predicting import run_predict
+from .inference import Predictor, catalogue, write_table
+from .inputs import StampMaker
+from .runtime import UserError, as_list, checkpoint_paths, command, resolve_device
+
+log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    run_predict(cfg)
+def positive_number(cfg: DictConfig, key: str, allow_null: bool = False) -> float | None:
+    """``cfg[key]`` as a finite number > 0; UserError naming it otherwise."""
+    value = cfg[key]
+    if value is None and allow_null:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+        allowed = "a number > 0" + (" or null" if allow_null else "")
+        raise UserError(f"{key}={value!r} is not allowed: must be {allowed}")
+    return number
 
+
+def run(cfg: DictConfig):
+    """Predict every image of ``cfg.input`` and write the catalogue(s); return the table."""
+    outputs = as_list(cfg.output)
+    input_scale = positive_number(cfg, "input_scale")
+    pixel_scale = positive_number(cfg, "pixel_scale", allow_null=True)
+    predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
+    maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, cfg.pad_seed)
+    start = time.perf_counter()
+    table = catalogue(
+        predictor,
+        cfg.input,
+        cfg.batch_size[predictor.device.type],
+        maker,
+        pixel_scale,
+        cfg.allow_pixel_scale_mismatch,
+        cfg.progress,
+    )
+    seconds = time.perf_counter() - start
+    for path in outputs:
+        write_table(table, path)
+    flagged = int((table["flag"] != 0).sum())
+    log.info(
+        "predicted %s for %d images (%d flagged and skipped) in %.1f s (%.0f images/s); wrote %s",
+        predictor.labels,
+        len(table),
+        flagged,
+        seconds,
+        len(table) / max(seconds, 1e-9),
+        ", ".join(map(str, outputs)),
+    )
+    return table
+
+
+main = command("fitnet.predict", "predict", __doc__)(run)
 
 if __name__ == "__main__":
     main()

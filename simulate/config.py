@@ -145,6 +145,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             _fail(f"instrument.{key}", ins[key], "must be >= 0")
     if "_target_" not in ins.psf:
         _fail("instrument.psf", OmegaConf.to_container(ins.psf), "needs a _target_ GalSim profile")
+    check_psf(ins)
 
     inf = math.inf
     _check_range(merged, "mag", -inf, inf)
@@ -208,6 +209,45 @@ def validate(cfg: DictConfig) -> DictConfig:
     if merged.montage < 0:
         _fail("montage", merged.montage, "must be >= 0")
     return merged
+
+
+#: Keywords of GalSim PSF profiles that are sizes (arcsec) and so must be > 0.
+PSF_SIZE_KEYS = (
+    "fwhm",
+    "sigma",
+    "half_light_radius",
+    "scale_radius",
+    "lam_over_diam",
+    "lam_over_r0",
+)
+
+
+def check_psf(instrument) -> None:
+    """Build the PSF once, here in the main process, so that a bad class or keyword fails in
+    seconds with its name (not in every rendering worker), and check that it is a proper PSF:
+    sizes > 0, a positive, finite flux and FWHM."""
+    spec = OmegaConf.to_container(instrument.psf, resolve=True)
+    for key in PSF_SIZE_KEYS:
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            _fail(f"instrument.psf.{key}", value, "must be a size > 0 (arcsec)")
+    from hydra.utils import instantiate
+
+    try:
+        psf = instantiate(instrument.psf)
+        fwhm = float(psf.calculateFWHM())
+        flux = float(psf.flux)
+    except Exception as err:  # noqa: BLE001 - any failure to build is a config problem
+        cause = err.__cause__ or err
+        _fail("instrument.psf", spec, f"GalSim could not build it ({' '.join(str(cause).split())})")
+    if not isinstance(psf, galsim.GSObject):
+        _fail("instrument.psf._target_", spec["_target_"], "must be a GalSim profile (GSObject)")
+    if not (math.isfinite(flux) and flux > 0 and math.isfinite(fwhm) and fwhm > 0):
+        _fail(
+            "instrument.psf",
+            spec,
+            f"gives flux {flux:g} and FWHM {fwhm:g} arcsec; both must be > 0",
+        )
 
 
 def split_counts(n: int, fractions) -> dict[str, int]:

@@ -132,16 +132,23 @@ _WORKER: dict = {}
 
 
 def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid, noiseless: bool) -> None:
-    # GalSim's OpenMP threads only oversubscribe the cores that the worker processes share.
-    galsim.set_omp_threads(1)
-    instrument, render = OmegaConf.create(instrument), OmegaConf.create(render)
-    _WORKER["instrument"] = instrument
-    _WORKER["renderer"] = StampRenderer(instrument, render)
-    _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
-    _WORKER["noiseless"] = noiseless
+    # An initializer that raises makes a Pool start new workers for ever: keep the error and
+    # raise it from the first task instead, which stops the run.
+    try:
+        # GalSim's OpenMP threads only oversubscribe the cores that the worker processes share.
+        galsim.set_omp_threads(1)
+        instrument, render = OmegaConf.create(instrument), OmegaConf.create(render)
+        _WORKER["instrument"] = instrument
+        _WORKER["renderer"] = StampRenderer(instrument, render)
+        _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
+        _WORKER["noiseless"] = noiseless
+    except Exception as err:  # noqa: BLE001 - re-raised by _render_part
+        _WORKER["error"] = err
 
 
 def _render_part(task) -> int:
+    if "error" in _WORKER:
+        raise RuntimeError(f"a rendering worker could not start: {_WORKER['error']}")
     part_dir, window, block, positions, params = task
     images, noiseless, extra = render_block(
         _WORKER["renderer"], _WORKER["instrument"], params, _WORKER["bounds"], _WORKER["n_grid"]

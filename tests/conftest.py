@@ -11,9 +11,11 @@ import h5py
 import pytest
 from hydra import compose, initialize_config_dir
 
+from fitnet.runtime import config_dir
 from simulate.priors import FIT_LABELS
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+#: The configs as the installed package has them (the repository's conf/).
+CONF = config_dir()
 
 #: Small but complete simulations: 64 x 64 stamps, a coarse n grid, one process.
 TINY_SIM = [
@@ -84,10 +86,10 @@ def interrupted(monkeypatch, owner, name: str, at: int):
 
 def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
     """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
-    from fitnet import training
+    from fitnet import train
 
-    with interrupted(monkeypatch, training, "_train_epoch", at=2):
-        training.train(cfg, output_dir)
+    with interrupted(monkeypatch, train, "_train_epoch", at=2):
+        train.run(cfg, output_dir)
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ def train_config(tiny_data, tmp_path):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_data, tmp_path_factory):
     """A checkpoint trained for one epoch on the tiny data set (all four targets)."""
-    from fitnet.training import train
+    from fitnet.train import run as train
 
     out = tmp_path_factory.mktemp("tiny_run")
     train(compose_config("train", [*TINY_TRAIN, f"data_dir={tiny_data}", f"output_dir={out}"]), out)

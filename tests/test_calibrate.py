@@ -8,18 +8,18 @@ import pytest
 import torch
 from conftest import TINY_SIM, TINY_TRAIN, compose_config, other_simulators_copy, run_module
 
-from fitnet.calibrating import run_calibrate
+from fitnet.calibrate import run as run_calibrate
 from fitnet.checkpoint import CheckpointError, load
 from fitnet.data import DataError, read_labels
+from fitnet.inference import Predictor
 from fitnet.labels import ONE_SIGMA_COVERAGE
 from fitnet.metrics import standard_scores
-from fitnet.prediction import Predictor
 
 
 @pytest.fixture(scope="module")
 def nll_ckpt(tiny_data, tmp_path_factory):
     """A gaussian_nll checkpoint trained for one epoch on the tiny data set."""
-    from fitnet.training import train
+    from fitnet.train import run as train
 
     out = tmp_path_factory.mktemp("nll_run")
     overrides = [*TINY_TRAIN, f"data_dir={tiny_data}", f"output_dir={out}", "loss=gaussian_nll"]

@@ -11,7 +11,7 @@ import pytest
 from conftest import compose_config, other_simulators_copy, run_module
 
 from fitnet import pretrained
-from fitnet.evaluation import run_evaluate
+from fitnet.evaluate import run as run_evaluate
 from fitnet.metrics import binned, report, summarize
 
 
@@ -84,7 +84,7 @@ def test_metric_definitions():
 
 
 def test_combined_single_target_checkpoints(train_config, tiny_data, tmp_path):
-    from fitnet.training import train
+    from fitnet.train import run as train
 
     train(train_config("target=re"), tmp_path / "re")
     train(train_config("target=[mag,q]"), tmp_path / "magq")
@@ -106,7 +106,7 @@ def test_side_by_side_with_baseline_and_calibration(train_config, tiny_data, tmp
     """A gaussian_nll checkpoint gets coverage columns; a fitter catalogue is compared row by row."""
     from astropy.table import Table
 
-    from fitnet.training import train
+    from fitnet.train import run as train
     from simulate.io import read_params
 
     train(train_config("loss=gaussian_nll"), tmp_path / "nll")

@@ -12,7 +12,7 @@ from fitnet.checkpoint import load
 from fitnet.data import DataError, ImageNorm, describe_splits, make_batches, split_paths
 from fitnet.labels import LabelScaler
 from fitnet.noise import CCDNoise
-from fitnet.training import train
+from fitnet.train import run as train
 from simulate.noise import background_rms, variance_map
 
 

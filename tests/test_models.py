@@ -7,18 +7,18 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from fitnet.checkpoint import build_model
+from fitnet.models import build_model
 
 
 @pytest.mark.parametrize("model", ["deeplegato", "resnet"])
-@pytest.mark.parametrize("image_size", [64, 128])
-def test_output_shape_finite_and_gradients(model, image_size):
+@pytest.mark.parametrize("stamp_size", [64, 128])
+def test_output_shape_finite_and_gradients(model, stamp_size):
     cfg = compose_config("train", [f"model={model}"])
     net = build_model(
-        OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=3, image_size=image_size
+        OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=3, stamp_size=stamp_size
     )
     net.train()
-    x = torch.randn(4, 1, image_size, image_size, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 1, stamp_size, stamp_size, generator=torch.Generator().manual_seed(1))
     out = net(x)
     assert out.shape == (4, 3)
     assert torch.isfinite(out).all()
@@ -31,14 +31,14 @@ def test_output_shape_finite_and_gradients(model, image_size):
 
 def test_models_split_features_and_head():
     cfg = compose_config("train")
-    net = build_model(OmegaConf.to_container(cfg.model), in_chans=2, num_outputs=5, image_size=64)
+    net = build_model(OmegaConf.to_container(cfg.model), in_chans=2, num_outputs=5, stamp_size=64)
     features = net.features(torch.zeros(1, 2, 64, 64))
     assert net.head(features).shape == (1, 5)
 
 
 def test_input_noise_only_while_training():
     cfg = compose_config("train")
-    net = build_model(OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=1, image_size=64)
+    net = build_model(OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=1, stamp_size=64)
     x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(2))
     net.eval()
     assert torch.equal(net(x), net(x))

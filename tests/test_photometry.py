@@ -11,8 +11,8 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from fitnet.caching import encode_views
-from fitnet.checkpoint import build_model
 from fitnet.data import Batches, ImageNorm, dihedral
+from fitnet.models import build_model
 from fitnet.photometry import AdaptiveMoments, StampPhotometry
 
 

@@ -10,6 +10,7 @@ from astropy.table import Table
 from conftest import compose_config, other_simulators_copy, run_module
 
 from fitnet.checkpoint import CheckpointError
+from fitnet.inference import Predictor
 from fitnet.inputs import (
     FLAG_NONFINITE,
     FLAG_NOT_2D,
@@ -19,8 +20,7 @@ from fitnet.inputs import (
     fits_pixel_scale,
     hdf5_pixel_scale,
 )
-from fitnet.predicting import run_predict
-from fitnet.prediction import Predictor
+from fitnet.predict import run as run_predict
 
 
 def predict_config(*overrides):
@@ -73,6 +73,7 @@ def test_folder_of_fits_with_bad_cutouts(tiny_ckpt, test_images, tmp_path):
     cutout(folder / "e_cube.fits", np.zeros((2, 8, 8)))
     (folder / "f_broken.fits").write_text("not a fits file")
     cutout(folder / "g_other_scale.fits", test_images[0], scale=0.13)
+    cutout(folder / "h_4d.fits", np.zeros((2, 2, 8, 8)))
     table = run_predict(
         predict_config(f"ckpt={tiny_ckpt}", f"input={folder}", f"output={tmp_path / 'cat.csv'}")
     )
@@ -81,20 +82,24 @@ def test_folder_of_fits_with_bad_cutouts(tiny_ckpt, test_images, tmp_path):
         "b_bigger.fits",
         "c_smaller.fits",
         "d_nan.fits",
-        "e_cube.fits",
+        "e_cube.fits[0][0]",  # a cube in a folder: one row per plane, as when read alone
+        "e_cube.fits[0][1]",
         "f_broken.fits",
         "g_other_scale.fits",
+        "h_4d.fits",
     ]
     assert list(table["flag"]) == [
         0,
         0,
         0,
         FLAG_NONFINITE,
-        FLAG_NOT_2D,
+        0,
+        0,
         FLAG_UNREADABLE,
         FLAG_PIXEL_SCALE,
+        FLAG_NOT_2D,
     ]
-    assert np.isfinite(table["re"][:3]).all() and np.isnan(table["re"][3:]).all()
+    assert np.isfinite(table["re"][:3]).all() and np.isnan(table["re"][[3, 6, 7, 8]]).all()
     assert "d_nan.fits" in table["problem"][3] and "NaN" in table["problem"][3]
     # a cutout padded by 20 pixels of zeros is cropped back to the same stamp
     ref = run_predict(

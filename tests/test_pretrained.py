@@ -7,7 +7,7 @@ from conftest import compose_config
 
 from fitnet import pretrained
 from fitnet.checkpoint import CheckpointError, load
-from fitnet.predicting import run_predict
+from fitnet.predict import run as run_predict
 
 
 def test_export_drops_resume_state(tiny_ckpt, tmp_path):

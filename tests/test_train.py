@@ -14,7 +14,8 @@ import torch
 from conftest import compose_config, counted, interrupted, run_module, train_killed_in_second_epoch
 from omegaconf import OmegaConf
 
-from fitnet import caching, compute, training
+from fitnet import caching, compute
+from fitnet import train as train_module
 from fitnet.checkpoint import CheckpointError, load, load_model
 from fitnet.data import (
     DataError,
@@ -26,7 +27,9 @@ from fitnet.data import (
     split_paths,
 )
 from fitnet.labels import LabelScaler, TargetError, calibration_scale, parse_targets
-from fitnet.training import TrainConfigError, train
+from fitnet.runtime import UserError
+from fitnet.train import TrainConfigError
+from fitnet.train import run as train
 
 
 def test_train_all_targets_writes_checkpoints_and_logs(train_config, tmp_path):
@@ -40,7 +43,7 @@ def test_train_all_targets_writes_checkpoints_and_logs(train_config, tmp_path):
     ckpt = load(run / "best.pt")
     assert ckpt["targets"] == ["mag", "n", "re", "q"]
     assert ckpt["instrument"]["pixel_scale_arcsec"] == 0.06
-    assert ckpt["model"]["image_size"] == 64 and ckpt["model"]["num_outputs"] == 4
+    assert ckpt["model"]["stamp_size"] == 64 and ckpt["model"]["num_outputs"] == 4
     model, scaler, norm, _ = load_model(run / "best.pt")
     assert scaler.names == ckpt["targets"] and norm.rms > 0
     assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
@@ -87,7 +90,7 @@ def test_batches_of_two_folders_hold_both_splits_in_order(tiny_data, tmp_path, m
 def test_train_on_a_list_of_folders(train_config, tiny_data, tmp_path, caplog):
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)
-    caplog.set_level("INFO", logger="fitnet.training")
+    caplog.set_level("INFO", logger="fitnet.train")
     train(train_config(f"data_dir=[{tiny_data},{other}]"), tmp_path / "run")
     assert "64 train / 8 val stamps" in caplog.text
     config = OmegaConf.create(load(tmp_path / "run" / "best.pt")["config"])
@@ -175,8 +178,8 @@ def test_init_from_and_resume_together_raise(train_config, tmp_path):
 def test_beta_nll_weights_terms_by_sigma_and_keeps_value_at_unit_sigma():
     out = torch.tensor([[0.0, 0.0], [0.0, math.log(2.0)]])  # mean 0; sigma 1 and 2
     y = torch.tensor([[1.0], [1.0]])
-    plain = training.loss_value(out, y, "gaussian_nll")
-    beta = training.loss_value(out, y, "gaussian_nll", nll_beta=0.5)
+    plain = train_module.loss_value(out, y, "gaussian_nll")
+    beta = train_module.loss_value(out, y, "gaussian_nll", nll_beta=0.5)
     nll2 = math.log(2.0) + 0.5 * 0.25
     assert plain.item() == pytest.approx((0.5 + nll2) / 2)
     assert beta.item() == pytest.approx((0.5 + 2.0 * nll2) / 2)  # sigma^(2*0.5) = 2
@@ -188,11 +191,11 @@ def test_beta_nll_weights_terms_by_sigma_and_keeps_value_at_unit_sigma():
         ("target=pa", TargetError, r"target='pa' does not exist: choose from mag, n, re, q"),
         ("target=[n,n]", TargetError, r"names a label twice"),
         ("loss=huber", TrainConfigError, r"loss='huber' is not allowed"),
-        ("device=tpu", TrainConfigError, r"device='tpu' is not allowed"),
+        ("device=tpu", UserError, r"device='tpu' is not allowed"),
         ("epochs=0", TrainConfigError, r"epochs=0 is not allowed"),
         ("labels.re=sqrt", TargetError, r"labels\.re='sqrt' is not a transform"),
         ("nll_beta=2", TrainConfigError, r"nll_beta=2 is not allowed: must be in \[0, 1\]"),
-        ("calibration.mag_edges=[22,20]", TrainConfigError, r"must be strictly increasing"),
+        ("calibration.mag_edges=[22,20]", TargetError, r"must be strictly increasing"),
         ("cache_views=0", TrainConfigError, r"cache_views=0 must be >= 1"),
     ],
 )
@@ -219,7 +222,7 @@ def test_malformed_data_raises(train_config, tiny_data, tmp_path):
 def test_resume_with_other_stamp_size_raises(train_config, tiny_data, tmp_path):
     train(train_config(), tmp_path / "first")
     ckpt = load(tmp_path / "first" / "last.pt")
-    ckpt["model"]["image_size"] = 128
+    ckpt["model"]["stamp_size"] = 128
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(DataError, match=r"checkpoint expects 128 px stamps, the data has 64"):
         train(train_config(f"resume={tmp_path / 'other.pt'}"), tmp_path / "run")

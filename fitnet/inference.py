@@ -1,19 +1,28 @@
-"""Applying trained checkpoints to stamps, and writing catalogues (CSV, FITS) with astropy."""
+"""Applying trained checkpoints to images, and writing catalogues (CSV, ECSV, FITS) with astropy.
+
+``catalogue`` is the one prediction set-up that ``fitnet.predict``, ``fitnet.evaluate``,
+``fitnet.calibrate`` and the Python API (``fitnet.load``) share: images to stamps
+(``inputs``), batches through the ``Predictor``, a progress bar, one table row per image.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
+from tqdm import tqdm
 
 from . import checkpoint
-from .inputs import Stamp
+from .checkpoint import split_output
+from .inputs import Stamp, StampMaker, count_images, iter_stamps
 from .labels import TARGETS
-from .training import split_output
+from .runtime import UserError
 
 TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
 # astropy unit strings of the catalogue columns (dimensionless labels get none)
@@ -57,12 +66,12 @@ class Predictor:
             self.payloads.append(payload)
             if len(self.members) == 1:
                 self.payload = payload
-                self.image_size = payload["model"]["image_size"]
+                self.stamp_size = payload["model"]["stamp_size"]
                 self.instrument = payload["instrument"]
             else:
-                if payload["model"]["image_size"] != self.image_size:
+                if payload["model"]["stamp_size"] != self.stamp_size:
                     raise checkpoint.CheckpointError(
-                        f"{path} expects {payload['model']['image_size']} px stamps, {paths[0]} {self.image_size}"
+                        f"{path} expects {payload['model']['stamp_size']} px stamps, {paths[0]} {self.stamp_size}"
                     )
                 scale = payload["instrument"].get("pixel_scale_arcsec")
                 if scale != self.instrument.get("pixel_scale_arcsec"):
@@ -80,14 +89,33 @@ class Predictor:
 
     @property
     def pixel_scale(self) -> float:
+        """arcsec / pixel of the training data."""
         return float(self.instrument["pixel_scale_arcsec"])
 
     @property
     def noise_rms(self) -> float:
+        """Background rms of the training data, e-/s per pixel."""
         return float(self.instrument["background_rms_e_per_s"])
 
+    @property
+    def label_scaler(self):
+        """The label scaler of a one-checkpoint predictor (its sigma calibration lives there)."""
+        if len(self.members) != 1:
+            raise checkpoint.CheckpointError(
+                f"{len(self.members)} checkpoints combined: each has its own label scaler"
+            )
+        return self.members[0][1]
+
     def predict(self, images: np.ndarray) -> tuple[dict, dict]:
-        """Values and sigmas (where the model gives them) per label for a batch (B, S, S) in e-/s."""
+        """Values and sigmas (where the model gives them) per label for a batch of stamps
+        (B, S, S) in e-/s per pixel, S the model's ``stamp_size``. Images of other sizes go
+        through ``catalogue`` (or ``fitnet.load().predict``), which pads or crops them."""
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (self.stamp_size, self.stamp_size):
+            raise UserError(
+                f"images of shape {images.shape}: Predictor.predict takes stamps "
+                f"(B, {self.stamp_size}, {self.stamp_size}); fitnet.load().predict takes any size"
+            )
         values, sigmas = {}, {}
         with (
             torch.inference_mode(),
@@ -175,19 +203,47 @@ def predict_table(
     return table
 
 
+def catalogue(
+    predictor: Predictor,
+    images,
+    batch_size: int,
+    maker: StampMaker | None = None,
+    pixel_scale: float | None = None,
+    allow_mismatch: bool = False,
+    progress: bool = False,
+    desc: str = "predict",
+) -> Table:
+    """The catalogue of ``images`` (a path: HDF5, FITS or a folder of FITS; an array; or a list
+    of arrays or paths; see ``inputs.iter_stamps``), one row per image in input order.
+
+    ``maker`` brings images to the model's stamps (default: no unit conversion, pad seed 0);
+    ``pixel_scale`` (arcsec / pixel) is that of images that do not state one.
+    """
+    maker = maker or StampMaker(predictor.stamp_size, predictor.noise_rms)
+    stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale)
+    with tqdm(total=count_images(images), unit="img", desc=desc, disable=not progress) as bar:
+        return predict_table(predictor, stamps, batch_size, progress=bar.update)
+
+
 def write_table(table: Table, path: str | Path) -> Path:
-    """Write ``table`` as CSV/ECSV/FITS by the file suffix, under a temporary name then renamed."""
+    """Write ``table`` as CSV/ECSV/FITS by the file suffix, under a temporary name then renamed.
+
+    In FITS the metadata keys keep their full names (HIERARCH cards), as ``Table.read`` gives
+    them back."""
     path = Path(path)
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(
-            f"output {path}: unknown table format; use one of {', '.join(TABLE_FORMATS)}"
+        raise UserError(
+            f"output={path}: unknown table format {path.suffix!r}; use one of {', '.join(TABLE_FORMATS)}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial" + path.suffix)
-    out = table.copy(copy_data=False)
-    if fmt == "fits":  # FITS headers hold short ASCII values only
-        out.meta = {k.upper()[:8]: str(v)[:68] for k, v in table.meta.items()}
-    out.write(tmp, format=fmt, overwrite=True)
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings():
+            # astropy warns that keys over 8 characters become HIERARCH cards: that is the intent
+            warnings.simplefilter("ignore", VerifyWarning)
+            table.write(tmp, format=fmt, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -1,0 +1,105 @@
+"""The Python API, for notebooks and pipelines::
+
+    import fitnet
+    model = fitnet.load()                      # the shipped model; fitnet.load("best.pt") for yours
+    table = model.predict(image, pixel_scale=0.06)
+
+``Model.predict`` takes what ``python -m fitnet.predict`` takes, with the same checks: one 2-D
+array, a 3-D stack or a list of 2-D arrays of any size (padded with noise or cropped to the
+model's stamps), FITS or HDF5 paths, or a folder. Pixels are sky-subtracted e-/s per pixel in
+the model's zero-point system (``input_scale`` converts other units). It returns an astropy
+Table, one row per image in input order, with units on every column: the labels, their
+1-sigma errors (``<label>_err``), ``flag`` (0 = trust the row) and ``problem``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astropy.table import Table
+
+from .inference import Predictor, catalogue
+from .inputs import StampMaker
+from .runtime import checkpoint_paths, load_group, resolve_device
+
+
+class Model:
+    """A loaded model (one checkpoint, or single-target checkpoints combined)."""
+
+    def __init__(self, predictor: Predictor, batch_size: int):
+        self.predictor = predictor
+        self.batch_size = batch_size  # images per forward pass
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels the model predicts, e.g. ``['mag', 'n', 're', 'q']``."""
+        return list(self.predictor.labels)
+
+    @property
+    def pixel_scale(self) -> float:
+        """arcsec / pixel of the data the model was trained on."""
+        return self.predictor.pixel_scale
+
+    @property
+    def stamp_size(self) -> int:
+        """pixel, side of the stamps the network sees (other sizes are padded or cropped)."""
+        return self.predictor.stamp_size
+
+    @property
+    def instrument(self) -> dict:
+        """The training data's instrument: pixel scale, zero point, PSF, noise (with units in
+        the key names)."""
+        return dict(self.predictor.instrument)
+
+    def __repr__(self) -> str:
+        return (
+            f"fitnet.Model({', '.join(self.predictor.paths)}: {self.labels}, "
+            f"{self.pixel_scale:g} arcsec/pixel, {self.stamp_size} px stamps)"
+        )
+
+    def predict(
+        self,
+        images,
+        pixel_scale: float | None = None,
+        *,
+        input_scale: float = 1.0,
+        allow_pixel_scale_mismatch: bool = False,
+        pad_seed: int = 0,
+        progress: bool = False,
+    ) -> Table:
+        """The catalogue of ``images`` (see the module docstring).
+
+        ``pixel_scale``: arcsec / pixel of images that do not state one (arrays, FITS headers
+        without a WCS or scale keyword); it must match the model's. ``input_scale``: factor
+        that turns the pixels into e-/s per pixel. ``pad_seed`` seeds the noise that pads
+        small images.
+        """
+        if isinstance(images, Path):
+            images = str(images)
+        maker = StampMaker(
+            self.predictor.stamp_size, self.predictor.noise_rms, float(input_scale), pad_seed
+        )
+        if not input_scale > 0:
+            from .runtime import UserError
+
+            raise UserError(f"input_scale={input_scale!r} is not allowed: must be > 0")
+        return catalogue(
+            self.predictor,
+            images,
+            self.batch_size,
+            maker,
+            pixel_scale,
+            allow_pixel_scale_mismatch,
+            progress,
+        )
+
+
+def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
+    """The shipped pretrained model, or the checkpoint(s) at ``path`` (one path or a list of
+    single-target ones). ``device``: auto, cpu or cuda; ``amp``: bfloat16 autocast (default
+    from conf/inference)."""
+    inference = load_group("inference")
+    device = resolve_device(device)
+    paths = checkpoint_paths(path if path is None or isinstance(path, (list, tuple)) else str(path))
+    predictor = Predictor(paths, device, inference.amp if amp is None else amp)
+    return Model(predictor, int(inference.batch_size[device.type]))
