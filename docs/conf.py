@@ -7,6 +7,7 @@ Build (what CI runs, after ``pip install ".[docs]"``)::
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ sys.path.insert(0, str(ROOT))
 project = "sersic-fitnet"
 author = "sersic-fitnet developers"
 copyright = "sersic-fitnet developers"
-release = "0.1.0"
+# The version, from pyproject.toml (one source; the docs build needs no install).
+_match = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+release = _match.group(1) if _match else "unknown"
 version = release
 
 extensions = [

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -199,7 +200,8 @@ def predict_table(
     table["problem"] = np.array(problems, dtype=str) if problems else np.array([], dtype=str)
     table.meta["checkpoints"] = ",".join(predictor.paths)
     table.meta["pixel_scale_arcsec"] = predictor.pixel_scale
-    table.meta["zero_point_mag"] = predictor.instrument.get("zero_point_mag")
+    if predictor.instrument.get("zero_point_mag") is not None:
+        table.meta["zero_point_mag"] = predictor.instrument["zero_point_mag"]
     return table
 
 
@@ -221,6 +223,9 @@ def catalogue(
     """
     maker = maker or StampMaker(predictor.stamp_size, predictor.noise_rms)
     stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale)
+    # the first stamp before the progress bar: a problem with the whole input ends here
+    first = next(stamps, None)
+    stamps = itertools.chain([] if first is None else [first], stamps)
     with tqdm(total=count_images(images), unit="img", desc=desc, disable=not progress) as bar:
         return predict_table(predictor, stamps, batch_size, progress=bar.update)
 

@@ -52,11 +52,8 @@ def running_percentiles(x, y, edges):
     return centres, stats
 
 
-def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="", compare=None):
-    """Two panels: predicted vs true (2-D density) and error vs true magnitude with bands.
-
-    ``compare`` = (errors, true magnitudes) of a reference fitter, overlaid as a second band.
-    """
+def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title=""):
+    """Two panels: predicted vs true (2-D density) and error vs true magnitude with bands."""
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     log_axis = LOG_AXIS[name]
@@ -87,14 +84,6 @@ def plot_residuals(name, true, pred, errors, mag_true, mag_edges, png, title="",
     )
     right.fill_between(centres, p16, p84, color="tab:orange", alpha=0.35, label="network 16-84%")
     right.plot(centres, med, "o-", color="tab:red", label="network median")
-    if compare is not None:
-        c_centres, (c_med, c_p16, c_p84) = running_percentiles(
-            compare[1], compare[0], np.asarray(mag_edges, float)
-        )
-        right.fill_between(
-            c_centres, c_p16, c_p84, color="tab:blue", alpha=0.25, label="pyimfit 16-84%"
-        )
-        right.plot(c_centres, c_med, "s--", color="tab:blue", label="pyimfit median")
     right.axhline(0, color="k", lw=0.8)
     right.set_xlabel("true mag (AB)")
     right.set_ylabel(f"{name} error: {ERROR_DEFINITIONS[name]}")

@@ -248,6 +248,10 @@ def command(module: str, config_name: str, doc: str) -> Callable:
                     raise
                 report(err)
                 raise SystemExit(EXIT_USER_ERROR) from None
+            if not any(a.startswith("hydra.job.name=") for a in argv):
+                # Hydra names the job (and its log file) after the file of the task function,
+                # which is this one: name it after the command instead.
+                sys.argv.append(f"hydra.job.name={config_name}")
             return task()
 
         return main

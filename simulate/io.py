@@ -158,10 +158,3 @@ def read_attrs(path: Path) -> dict:
     """Root attributes of a split file as a plain dict."""
     with h5py.File(path, "r") as f:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-
-
-def read_params(path: Path, names=None) -> dict[str, np.ndarray]:
-    """The /params columns (all, or ``names``) of a split file as numpy arrays."""
-    with h5py.File(path, "r") as f:
-        group = f["params"]
-        return {name: group[name][()] for name in (names or list(group))}

@@ -32,7 +32,7 @@ TINY_SIM = [
 ]
 
 
-def run_module(module: str, *args, cwd, timeout=300) -> subprocess.CompletedProcess:
+def run_module(module: str, *args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
     """``python -m module args...`` in ``cwd``, as a user runs it; output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -40,6 +40,7 @@ def run_module(module: str, *args, cwd, timeout=300) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -57,6 +58,13 @@ def other_simulators_copy(source: Path, path: Path, **attrs) -> Path:
             dst[f"params/{name}"] = src["params"][name][()]
         dst.attrs.update(attrs)
     return path
+
+
+def read_params(path: Path, names=None) -> dict:
+    """The /params columns (all, or ``names``) of a split file as numpy arrays."""
+    with h5py.File(path, "r") as f:
+        group = f["params"]
+        return {name: group[name][()] for name in (names or list(group))}
 
 
 def counted(monkeypatch, owner, name: str, interrupt_at: int | None = None) -> list:

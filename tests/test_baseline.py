@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
-from conftest import compose_config, interrupted, other_simulators_copy
+from conftest import compose_config, interrupted, other_simulators_copy, read_params
 
 pytest.importorskip("pyimfit")
 
 from fitnet import baseline  # noqa: E402
 from fitnet.baseline import run as run_baseline  # noqa: E402
 from fitnet.data import DataError  # noqa: E402
-from simulate.io import read_params  # noqa: E402
 
 
 def baseline_config(tiny_data, out, *overrides):

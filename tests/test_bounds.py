@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from conftest import compose_config
+from conftest import compose_config, read_params
 
 from simulate.bounds import fisher_matrix, label_bounds
-from simulate.io import read_params
 from simulate.noise import matched_filter_snr
 from simulate.pipeline import run_simulation
 from simulate.render import StampRenderer

@@ -28,6 +28,9 @@ from simulate.pipeline import run_simulation
         ("render.fft_size=100", r"render\.fft_size=100 .* >= 2 \* render\.stamp_size = 128"),
         ("render.n_grid_points=1", r"render\.n_grid_points=1"),
         ("workers=-1", r"workers=-1"),
+        ("instrument.psf.fwhm=-0.1", r"instrument\.psf\.fwhm=-0\.1 .*must be a size > 0"),
+        ("instrument.psf._target_=galsim.Gaussian", r"GalSim could not build it .*beta"),
+        ("instrument.psf._target_=galsim.NoSuchProfile", r"GalSim could not build it"),
     ],
 )
 def test_bad_values_raise(sim_config, override, match):
@@ -59,3 +62,22 @@ def test_splits_are_contiguous_and_cover_n(sim_config):
     cfg = validate(sim_config("n=1001"))
     ranges = split_ranges(cfg.n, cfg.splits)
     assert ranges == {"train": (0, 801), "val": (801, 901), "test": (901, 1001)}
+
+
+def test_a_worker_that_cannot_start_stops_the_run(sim_config):
+    """A Pool restarts workers whose initializer raises, for ever: the error waits for the
+    first task instead, which then fails."""
+    from omegaconf import OmegaConf
+
+    from simulate import pipeline
+
+    cfg = sim_config()
+    instrument = OmegaConf.to_container(cfg.instrument)
+    instrument["psf"] = {"_target_": "galsim.Gaussian", "beta": 3.0, "fwhm": 0.18}
+    render, bounds = OmegaConf.to_container(cfg.render), OmegaConf.to_container(cfg.bounds)
+    try:
+        pipeline._init_worker(instrument, render, bounds, None, False)
+        with pytest.raises(RuntimeError, match="a rendering worker could not start"):
+            pipeline._render_part(None)
+    finally:
+        pipeline._WORKER.clear()

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import compose_config, other_simulators_copy, run_module
+from conftest import compose_config, other_simulators_copy, read_params, run_module
 
 from fitnet import pretrained
 from fitnet.evaluate import run as run_evaluate
@@ -107,7 +107,6 @@ def test_side_by_side_with_baseline_and_calibration(train_config, tiny_data, tmp
     from astropy.table import Table
 
     from fitnet.train import run as train
-    from simulate.io import read_params
 
     train(train_config("loss=gaussian_nll"), tmp_path / "nll")
     true = read_params(tiny_data / "test.h5")

@@ -8,10 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import interrupted, run_module
+from conftest import interrupted, read_params, run_module
 
 from simulate import pipeline
-from simulate.io import SPLITS, read_params
+from simulate.io import SPLITS
 from simulate.noise import add_noise
 from simulate.pipeline import run_simulation
 from simulate.priors import LABEL_UNITS

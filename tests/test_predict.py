@@ -175,6 +175,66 @@ def test_not_a_checkpoint(tmp_path, tiny_data):
         )
 
 
+def test_scaled_int16_fits_is_read_as_its_float_values(tiny_ckpt, test_images, tmp_path):
+    # BSCALE/BZERO images cannot be memory-mapped by astropy; they are read in memory instead
+    scaled = fits.PrimaryHDU(test_images[0].astype(np.float32), fits.Header({"PIXSCALE": 0.06}))
+    scaled.scale("int16", bscale=float(np.abs(test_images[0]).max()) / 30000, bzero=0.0)
+    scaled.writeto(tmp_path / "int16.fits")
+    cutout(tmp_path / "float.fits", fits.getdata(tmp_path / "int16.fits"))
+    run = lambda name: run_predict(  # noqa: E731
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tmp_path / name}", f"output={tmp_path / 'c.csv'}"
+        )
+    )
+    assert run("int16.fits")["re"][0] == pytest.approx(run("float.fits")["re"][0])
+
+
+def test_tile_compressed_fits_is_read(tiny_ckpt, test_images, tmp_path):
+    header = fits.Header({"PIXSCALE": 0.06})
+    hdu = fits.CompImageHDU(test_images[0], header=header, compression_type="GZIP_2")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "c.fits.fz")
+    cutout(tmp_path / "plain.fits", test_images[0])
+    run = lambda name: run_predict(  # noqa: E731
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tmp_path / name}", f"output={tmp_path / 'c.csv'}"
+        )
+    )
+    fz = run("c.fits.fz")
+    # compression quantises float pixels (to a fraction of the noise): close, not equal
+    assert fz["flag"][0] == 0 and fz["re"][0] == pytest.approx(run("plain.fits")["re"][0], rel=1e-4)
+
+
+def test_fits_without_a_pixel_scale_is_never_assumed(tiny_ckpt, test_images, tmp_path):
+    cutout(tmp_path / "bare.fits", test_images[0], scale=None)
+    config = lambda *extra: predict_config(  # noqa: E731
+        f"ckpt={tiny_ckpt}",
+        f"input={tmp_path / 'bare.fits'}",
+        f"output={tmp_path / 'c.csv'}",
+        *extra,
+    )
+    with pytest.raises(InputError, match=r"bare\.fits: no pixel scale .*pass pixel_scale="):
+        run_predict(config())
+    assert run_predict(config("pixel_scale=0.06"))["flag"][0] == 0
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cutout(folder / "bare.fits", test_images[0], scale=None)
+    table = run_predict(
+        predict_config(f"ckpt={tiny_ckpt}", f"input={folder}", f"output={tmp_path / 'c.csv'}")
+    )
+    assert table["flag"][0] == FLAG_PIXEL_SCALE and "no pixel scale" in table["problem"][0]
+
+
+def test_fits_catalogue_keeps_full_metadata_keys(tiny_ckpt, tiny_data, tmp_path):
+    run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tiny_data / 'val.h5'}", f"output={tmp_path / 'c.fits'}"
+        )
+    )
+    meta = Table.read(tmp_path / "c.fits").meta
+    assert meta["checkpoints"] == str(tiny_ckpt)
+    assert meta["pixel_scale_arcsec"] == pytest.approx(0.06)
+
+
 def test_unknown_output_format(tiny_ckpt, tiny_data, tmp_path):
     with pytest.raises(ValueError, match=r"cat\.xlsx: unknown table format"):
         run_predict(
