@@ -38,7 +38,9 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default="data/sersic/test.h5", help="SPEC HDF5 file")
+    parser.add_argument(
+        "--data", default="data/sersic/test.h5", help="HDF5 file in the data layout"
+    )
     parser.add_argument("--stamps", type=int, default=2000, help="stamps to measure")
     args = parser.parse_args()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

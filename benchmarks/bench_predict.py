@@ -96,7 +96,9 @@ def main():
     parser.add_argument(
         "--ckpt", default=None, help="checkpoint (default: an untrained default model)"
     )
-    parser.add_argument("--data", default="data/sersic/test.h5", help="SPEC HDF5 file")
+    parser.add_argument(
+        "--data", default="data/sersic/test.h5", help="HDF5 file in the data layout"
+    )
     parser.add_argument(
         "--predict", type=int, default=2000, help="stamps for the prediction timing"
     )

@@ -1,13 +1,13 @@
-"""Accuracy on images this project did not make: the SPEC rendered by other code, in one run.
+"""Accuracy on images this project did not make: the contract rendered by other code, in one run.
 
     python benchmarks/other_renderers.py                       # the shipped model, 4,000 each
     python benchmarks/other_renderers.py --ckpt RUN/calibrated.pt --n 1000 --renderers galsim
 
-Galaxies are drawn from the SPEC prior (conf/prior, continuous n: no render grid) and rendered
+Galaxies are drawn from the contract prior (conf/prior, continuous n: no render grid) and rendered
 with the default instrument (conf/instrument) by code that shares nothing with ``simulate``:
 
 - ``galsim``: plain GalSim, ``Convolve(Sersic, PSF).drawImage(nx=size, ny=size, offset=...)``
-  with default GSParams (the pixel response included), as a user following the SPEC would.
+  with default GSParams (the pixel response included), as a user following the contract would.
 - ``imfit``: imfit's own Sersic (pyimfit ``getModelImage``, its pixel subsampling) convolved
   with the PSF sampled at pixel centres without the pixel (GalSim ``method='no_pixel'``).
   For each galaxy the GalSim image of the same parameters is drawn too, and
@@ -17,7 +17,7 @@ with the default instrument (conf/instrument) by code that shares nothing with `
 Noise is numpy's: Poisson on source + sky electrons plus Gaussian read noise, sky subtracted,
 divided by the exposure time. Stamps are cropped from, or padded with Gaussian background
 noise to, the stored size with ``(big - small) // 2`` offsets (not ``simulate.stamps``). The
-files carry SPEC labels and attributes under names other than this project's
+files carry contract labels and attributes under names other than this project's
 (``pixel_scale``, ``zeropoint``, ...), as another simulator's would. Each file is then scored
 by ``fitnet.evaluate`` into ``--out/<renderer>/metrics.md``; a summary of scatter and 68%
 coverage per magnitude bin is printed. The first ``--fits`` plain-GalSim galaxies are also
@@ -45,7 +45,7 @@ from scipy.special import gamma, gammaincinv
 
 from simulate.io import atomic_path
 from simulate.priors import FIT_LABELS, LABEL_UNITS
-from simulate.render import flux_from_mag  # the SPEC's magnitude convention, not a renderer
+from simulate.render import flux_from_mag  # the contract's magnitude convention, not a renderer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # pixel, side of the PSF image the imfit renderer convolves with (this renderer's own choice,
@@ -54,7 +54,7 @@ IMFIT_PSF_SIZE = 51
 
 
 def draw(prior, n: int, seed: int) -> dict[str, np.ndarray]:
-    """SPEC prior draws (units of conf/prior), continuous n, and one noise seed per galaxy."""
+    """Draws from the contract prior (units of conf/prior), continuous n, and one noise seed per galaxy."""
     rng = np.random.default_rng(seed)
     log_re = rng.uniform(math.log(prior.re.min), math.log(prior.re.max), n)
     return {
@@ -146,7 +146,7 @@ def make_stamp(job: tuple[str, dict, int, bool]) -> tuple[np.ndarray, float, np.
 def write_set(
     path: Path, renderer: str, cfg, n: int, seed: int, workers: int, cutouts: int = 0
 ) -> float:
-    """Render ``n`` galaxies into a SPEC HDF5 file, and the first ``cutouts`` of them at their
+    """Render ``n`` galaxies into a HDF5 file in the data layout, and the first ``cutouts`` of them at their
     rendered size into a folder of FITS files next to it (``<renderer>_fits/``, the truth in
     ``truth.csv``); return the seconds it took."""
     instrument = OmegaConf.to_container(cfg.instrument, resolve=True)
@@ -191,7 +191,7 @@ def write_set(
 
 
 def score_cutouts(out: Path, renderer: str, ckpt: str | None) -> str:
-    """``fitnet.predict`` on the folder of FITS cutouts: a line per label, the SPEC scatter and
+    """``fitnet.predict`` on the folder of FITS cutouts: a line per label, the contract scatter and
     outlier fraction and the fraction inside the 68% interval, next to the same galaxies' in
     the HDF5 file's evaluation."""
     from fitnet.inference import Predictor

@@ -1,9 +1,9 @@
 """The fewest re outliers any estimator can have: sample the exact posterior of test galaxies.
 
-Issue #5 asks for fewer than 1% re outliers (SPEC: |re_pred / re_true - 1| > 0.5). Whether that
+Issue #5 asks for fewer than 1% re outliers (contract: |re_pred / re_true - 1| > 0.5). Whether that
 is reachable depends on how wide the true posterior of re is, not on any network. For each
 chosen galaxy of a simulated file this script samples the exact posterior of (mag, n, ln re, q)
-with emcee: the SPEC prior (read from the file's /config) times the SPEC likelihood (Gaussian
+with emcee: the contract prior (read from the file's /config) times the contract likelihood (Gaussian
 per pixel with the sky, read-noise and source-Poisson variance) of the project's own renderer,
 which drew the data, so there is no model mismatch. pa, dx, dy and the stamp size are held at
 their true values: knowing them can only narrow the posterior, so what follows is a lower
@@ -146,7 +146,7 @@ def sample_one(task) -> dict:
     sampler.run_mcmc(start, burn + steps, progress=False)
     chain = sampler.get_chain(discard=burn, flat=True)
     ln_re = chain[:, 2]
-    # Error of the estimate x in the SPEC sense is x / re - 1: outlier unless
+    # Error of the estimate x in the contract sense is x / re - 1: outlier unless
     # ln re in [ln x - ln 1.5, ln x - ln 0.5].
     med = float(np.median(ln_re))
     inside_med = np.mean((ln_re >= med - LN_HI) & (ln_re <= med - LN_LO))

@@ -44,7 +44,7 @@ _STATE: dict = {}
 
 
 def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
-    """The true PSF image (no pixel) and the instrument attributes for fitting a SPEC file.
+    """The true PSF image (no pixel) and the instrument attributes for fitting a file in the data layout.
 
     This project's files carry both (``/config`` and root attributes), and those are used.
     A file from elsewhere (no ``/config``) is fitted with ``instrument`` (a conf/instrument

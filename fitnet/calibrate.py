@@ -94,7 +94,9 @@ def run(cfg: DictConfig) -> dict:
     """
     paths = [Path(str(p)) for p in as_list(cfg.data)]
     if not paths:
-        raise DataError("data=[] is empty: give one or more SPEC HDF5 files with true labels")
+        raise DataError(
+            "data=[] is empty: give one or more HDF5 files in the data layout with true labels"
+        )
     ckpts = checkpoint_paths(cfg.ckpt)
     if len(ckpts) != 1:
         raise checkpoint.CheckpointError(

@@ -86,7 +86,7 @@ def split_path(data_dir: str | Path, split: str) -> Path:
     if not path.exists():
         raise DataError(
             f"{path} does not exist: data_dir={data_dir} must hold train.h5, val.h5 and test.h5 "
-            "as written by `python -m simulate` (see README)"
+            "as written by `python -m simulate` (docs/guide/simulate.md)"
         )
     return path
 
@@ -101,7 +101,9 @@ def open_images(path: Path) -> h5py.File:
     if shape is None or len(shape) != 3 or shape[0] == 0:
         f.close()
         found = "has no /images dataset" if shape is None else f"has /images of shape {shape}"
-        raise DataError(f"{path} {found}; expected (N, height, width) with N > 0 (SPEC section 5)")
+        raise DataError(
+            f"{path} {found}; expected (N, height, width) with N > 0 (docs/contract.md, section 5)"
+        )
     return f
 
 

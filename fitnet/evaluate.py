@@ -41,7 +41,9 @@ def default_data(predictor: Predictor, data_dir: str | None = None) -> Path:
         data_dir = predictor.payload["data_dirs"][0]
     path = Path(str(data_dir)) / "test.h5"
     if not path.exists():
-        raise DataError(f"the test split {path} does not exist; pass data=PATH to a SPEC HDF5 file")
+        raise DataError(
+            f"the test split {path} does not exist; pass data=PATH to a HDF5 file in the data layout"
+        )
     return path
 
 

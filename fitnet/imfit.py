@@ -4,7 +4,7 @@ Each stamp is fitted with the true PSF, drawn *without* the pixel response (imfi
 each pixel itself; handing it the pixel-convolved PSF would count the pixel twice). The fit
 starts from image moments, and imfit derives the noise from gain, read noise and the
 subtracted sky (the image is passed in electrons). imfit's Sersic ``r_e`` is along the
-semi-major axis and its ``PA`` counts from +y, so labels convert directly to SPEC conventions.
+semi-major axis and its ``PA`` counts from +y, so labels convert directly to contract conventions.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def sersic_intensity_at_re(flux: float, n: float, re: float, q: float) -> float:
 
 
 def fit_sersic(image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: float = 2.0) -> dict:
-    """Fit one Sersic to ``image`` (sky-subtracted e-/s per pixel); labels in SPEC units.
+    """Fit one Sersic to ``image`` (sky-subtracted e-/s per pixel); labels in contract units.
 
     ``instrument`` uses the HDF5/checkpoint attribute names (pixel_scale_arcsec, zero_point_mag,
     exposure_time_s, sky_level_e_per_s_per_pixel, read_noise_e, background_rms_e_per_s).

@@ -80,7 +80,7 @@ class Predictor:
                         f"{path} was trained at {scale} arcsec/pixel, {paths[0]} at "
                         f"{self.instrument.get('pixel_scale_arcsec')}"
                     )
-        self.labels = [name for name in TARGETS if name in self.labels]  # SPEC order
+        self.labels = [name for name in TARGETS if name in self.labels]  # contract order
         self.transforms = {
             name: t
             for _, scaler, *_ in self.members

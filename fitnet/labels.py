@@ -10,7 +10,7 @@ from simulate.priors import FIT_LABELS, LABEL_UNITS
 
 from .runtime import UserError
 
-#: Labels the network can regress, with units (SPEC section 2). Flips and 90-degree rotations
+#: Labels the network can regress, with units (docs/contract.md, section 2). Flips and 90-degree rotations
 #: of a stamp leave all of them unchanged, so augmentation needs no label update.
 TARGETS = {name: LABEL_UNITS[name] for name in FIT_LABELS}
 TRANSFORMS = ("identity", "log")
@@ -183,7 +183,7 @@ def calibration_scale(
 
 
 def spec_error(name: str, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Per-galaxy error of label ``name`` as SPEC section 7 defines it."""
+    """Per-galaxy error of label ``name`` as docs/contract.md, section 7 defines it."""
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     if name == "re":
         return (pred - true) / true

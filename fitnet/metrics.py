@@ -1,4 +1,4 @@
-"""Accuracy metrics of SPEC section 7.
+"""Accuracy metrics of docs/contract.md, section 7.
 
 Per label the error is: mag ``pred - true``; re ``(pred - true) / true``; n
 ``log10(pred / true)``; q ``pred - true`` (``labels.spec_error``). Over a set of galaxies:
@@ -12,7 +12,9 @@ import numpy as np
 
 from .labels import spec_error
 
-OUTLIER_ABS = 0.5  # |error| threshold of the Euclid Morphology Challenge (SPEC section 7)
+OUTLIER_ABS = (
+    0.5  # |error| threshold of the Euclid Morphology Challenge (docs/contract.md, section 7)
+)
 OUTLIER_SCATTERS = 5.0  # second outlier threshold, in units of the scatter
 
 
@@ -36,7 +38,7 @@ def summarize(errors: np.ndarray) -> dict[str, float]:
 
 
 def label_metrics(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, dict]:
-    """``summarize`` of the SPEC error for every label in ``pred``."""
+    """``summarize`` of the contract error for every label in ``pred``."""
     return {name: summarize(spec_error(name, pred[name], true[name])) for name in pred}
 
 
@@ -81,7 +83,7 @@ def report(pred, true, mag, snr, mag_bins, snr_bins, sigma=None, transforms=None
     """Overall and binned (true magnitude, S/N) metrics for every predicted label.
 
     With ``sigma`` (predicted uncertainties per label) and ``transforms``, every bin also gets
-    ``cover68``/``cover95``; with ``crb`` (Cramer-Rao bounds per label, SPEC error units) it
+    ``cover68``/``cover95``; with ``crb`` (Cramer-Rao bounds per label, contract error units) it
     gets ``crb_median`` and ``scatter_over_crb`` (the bin's scatter / its median bound).
     """
     out = {}

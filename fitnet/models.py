@@ -210,7 +210,7 @@ class PhotometricRefiner(nn.Module):
 
         Fixed statistics, not batch normalisation: batch statistics make each stamp's
         correction depend on its batch, noise that cost 60% of the gain in a side-by-side
-        test (README).
+        test (docs/results/refiner.md).
         """
         self.image_norm.copy_(torch.tensor([norm.softening, norm.mean, norm.std]))
         features = self.photometry(self._image(images.to(self.image_norm.device)))

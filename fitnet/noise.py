@@ -1,4 +1,4 @@
-"""Fresh CCD noise for noiseless stamps, in torch (SPEC section 1): with ``fresh_noise=true``
+"""Fresh CCD noise for noiseless stamps, in torch (docs/contract.md, section 1): with ``fresh_noise=true``
 training never sees the same noise twice.
 
 The model is the simulator's (``simulate.noise.add_noise``, GalSim's ``CCDNoise`` with gain 1):

@@ -1,1 +1,1 @@
-"""GalSim generator of Sersic galaxy stamps for training `fitnet` (see README and SPEC)."""
+"""GalSim generator of Sersic galaxy stamps for training `fitnet` (docs/guide/simulate.md; the data contract: docs/contract.md)."""

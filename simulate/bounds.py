@@ -1,11 +1,11 @@
 """Cramer-Rao bounds: the smallest scatter any unbiased measurement of a stamp can reach.
 
 For one galaxy the Fisher matrix of the noiseless model ``mu`` in the parameters
-``(mag, n, ln re, q, pa, x, y)`` is ``F_ij = sum_pixels d_i mu * d_j mu / var``, with the SPEC
+``(mag, n, ln re, q, pa, x, y)`` is ``F_ij = sum_pixels d_i mu * d_j mu / var``, with the contract
 noise variance per pixel (sky, read noise and the source's own Poisson noise, ``noise.variance_map``)
 and the derivatives taken by central finite differences of the project's own renders (GalSim
 Sersic, PSF, pixel, stamp window). The bound of a label is the square root of the diagonal of
-``F^-1``, converted to the SPEC error of that label: mag in mag, re relative
+``F^-1``, converted to the contract error of that label: mag in mag, re relative
 (``sigma(ln re)``), n in dex (``sigma(n) / (n ln 10)``), q absolute.
 
 The n derivative uses the neighbouring values of the render n grid (whose GalSim tables are
@@ -70,7 +70,7 @@ def fisher_matrix(
 
 
 def label_bounds(fisher: np.ndarray, n: float) -> dict[str, float]:
-    """Bounds of mag, n, re, q in SPEC error units from a Fisher matrix (PARAMETERS order).
+    """Bounds of mag, n, re, q in contract error units from a Fisher matrix (PARAMETERS order).
 
     A pseudo-inverse keeps the bounds finite when a direction is unconstrained (pa of a round
     galaxy).

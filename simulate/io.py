@@ -1,11 +1,11 @@
-"""HDF5 split files in the SPEC layout (section 5), written under a temporary name and renamed.
+"""HDF5 split files in the data layout (docs/contract.md, section 5), written under a temporary name and renamed.
 
 Layout of ``train.h5`` / ``val.h5`` / ``test.h5``::
 
     /images            float32 (N, S, S), e-/s per pixel, sky subtracted, image[i, y, x]
     /noiseless         optional (simulate noiseless=true): the same stamps before noise
     /params/<label>    1-D per galaxy: mag n re q pa dx dy size, plus index, noise_seed,
-                       flux, flux_stamp, snr, x_center, y_center, noise_rms
+                       flux, flux_stamp, snr, x_center, y_center, crb_<label>
     /config            the resolved simulate configuration (YAML string)
     root attributes    instrument, PSF, versions, seed, split, units
 

@@ -1,4 +1,4 @@
-"""CCD noise on sky-subtracted stamps in e-/s per pixel (SPEC section 1).
+"""CCD noise on sky-subtracted stamps in e-/s per pixel (docs/contract.md, section 1).
 
 Poisson noise on (source + sky) electrons plus Gaussian read noise, sky subtracted, divided by
 the exposure time: GalSim's ``CCDNoise`` on an image in electrons does exactly this.

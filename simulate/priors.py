@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Labels drawn from the prior, in storage order, with their units (SPEC section 2).
+#: Labels drawn from the prior, in storage order, with their units (docs/contract.md, section 2).
 LABEL_UNITS = {
     "mag": "AB mag",
     "n": "dimensionless",

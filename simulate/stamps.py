@@ -1,4 +1,4 @@
-"""Bringing square stamps of any size to the stored size (SPEC section 3).
+"""Bringing square stamps of any size to the stored size (docs/contract.md, section 3).
 
 Convention (numpy indexing, ``image[y, x]``): the pixel at index ``size // 2`` of the input, on
 each axis, lands at index ``out_size // 2`` of the output. For even sizes this keeps the true

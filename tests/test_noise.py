@@ -1,4 +1,4 @@
-"""Noise statistics match SPEC section 1."""
+"""Noise statistics match docs/contract.md, section 1."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from simulate.noise import add_noise, background_rms, matched_filter_snr
 
 def test_background_rms_formula(sim_config):
     ins = sim_config().instrument
-    # SPEC: sqrt(sky * t + rn^2) / t = 0.01453 e-/s per pixel for the default instrument
+    # contract: sqrt(sky * t + rn^2) / t = 0.01453 e-/s per pixel for the default instrument
     assert background_rms(ins) == pytest.approx(0.01453, abs=5e-6)
 
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load, save
+from ..runtime import EXIT_USER_ERROR, full_error, report
 
 DEFAULT = Path(__file__).with_name("candels_h.pt")
 #: Checkpoint entries needed only to resume training.
@@ -42,7 +43,13 @@ def main() -> None:
     parser.add_argument("src", help="checkpoint to export (a best.pt)")
     parser.add_argument("--dst", default=str(DEFAULT), help=f"destination (default {DEFAULT})")
     args = parser.parse_args()
-    path = export(args.src, args.dst)
+    try:
+        path = export(args.src, args.dst)
+    except CheckpointError as err:
+        if full_error():
+            raise
+        report(err)
+        raise SystemExit(EXIT_USER_ERROR) from None
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
