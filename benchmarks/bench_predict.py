@@ -59,6 +59,7 @@ def untrained_checkpoint(data: Path, folder: Path) -> Path:
             cfg.image_norm.stats_images,
         ),
         instrument=attrs,
+        prior={},
         cfg=cfg,
         state={},
     )

@@ -19,16 +19,16 @@ from pathlib import Path
 from astropy.table import Table
 
 from .inference import Predictor, catalogue
-from .inputs import StampMaker
-from .runtime import checkpoint_paths, load_group, resolve_device
+from .runtime import UserError, checkpoint_paths, load_group, resolve_device
 
 
 class Model:
     """A loaded model (one checkpoint, or single-target checkpoints combined)."""
 
-    def __init__(self, predictor: Predictor, batch_size: int):
+    def __init__(self, predictor: Predictor, batch_size: int, quality):
         self.predictor = predictor
         self.batch_size = batch_size  # images per forward pass
+        self.quality = quality  # the checks (conf/quality)
 
     @property
     def labels(self) -> list[str]:
@@ -65,6 +65,7 @@ class Model:
         input_scale: float = 1.0,
         allow_pixel_scale_mismatch: bool = False,
         pad_seed: int = 0,
+        checks: bool = True,
         progress: bool = False,
     ) -> Table:
         """The catalogue of ``images`` (see the module docstring).
@@ -72,25 +73,23 @@ class Model:
         ``pixel_scale``: arcsec / pixel of images that do not state one (arrays, FITS headers
         without a WCS or scale keyword); it must match the model's. ``input_scale``: factor
         that turns the pixels into e-/s per pixel. ``pad_seed`` seeds the noise that pads
-        small images.
+        small images. ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
+        what they found; docs/guide/predict.md, "Flags").
         """
         if isinstance(images, Path):
             images = str(images)
-        maker = StampMaker(
-            self.predictor.stamp_size, self.predictor.noise_rms, float(input_scale), pad_seed
-        )
         if not input_scale > 0:
-            from .runtime import UserError
-
             raise UserError(f"input_scale={input_scale!r} is not allowed: must be > 0")
         return catalogue(
             self.predictor,
             images,
             self.batch_size,
-            maker,
-            pixel_scale,
-            allow_pixel_scale_mismatch,
-            progress,
+            input_scale=float(input_scale),
+            pad_seed=pad_seed,
+            quality=self.quality if checks else None,
+            pixel_scale=pixel_scale,
+            allow_mismatch=allow_pixel_scale_mismatch,
+            progress=progress,
         )
 
 
@@ -102,4 +101,4 @@ def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
     device = resolve_device(device)
     paths = checkpoint_paths(path if path is None or isinstance(path, (list, tuple)) else str(path))
     predictor = Predictor(paths, device, inference.amp if amp is None else amp)
-    return Model(predictor, int(inference.batch_size[device.type]))
+    return Model(predictor, int(inference.batch_size[device.type]), load_group("quality"))

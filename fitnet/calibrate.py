@@ -63,12 +63,12 @@ def check_independent(payload: dict, files: dict[Path, dict]) -> None:
                 )
 
 
-def standard_scores_on(predictor: Predictor, path: Path, batch_size: int, progress: bool):
+def standard_scores_on(predictor: Predictor, path: Path, batch_size: int, quality, progress: bool):
     """Standard scores (N, T) of the predictions on file ``path``, and the predicted mag (N, AB
     mag; None when mag is not a label)."""
     true = read_labels(path, predictor.labels)
     desc = f"calibrate {path.name}"
-    table = catalogue(predictor, path, batch_size, progress=progress, desc=desc)
+    table = catalogue(predictor, path, batch_size, quality=quality, progress=progress, desc=desc)
     good = np.asarray(table["flag"]) == 0
     scores = np.stack(
         [
@@ -123,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
     scaler.sigma_scale = None  # measure against the network's raw sigmas
 
     batch_size = cfg.batch_size[predictor.device.type]
-    parts = [standard_scores_on(predictor, p, batch_size, cfg.progress) for p in files]
+    parts = [standard_scores_on(predictor, p, batch_size, cfg.quality, cfg.progress) for p in files]
     scores = np.concatenate([s for s, _ in parts])
     mag = None if parts[0][1] is None else np.concatenate([m for _, m in parts])
     scaler.calibrate(scores, mag, cfg.calibration.mag_edges, cfg.calibration.min_count)

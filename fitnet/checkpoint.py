@@ -110,6 +110,7 @@ def make_payload(
     scaler: LabelScaler,
     norm: ImageNorm,
     instrument: dict,
+    prior: dict,
     cfg,
     state: dict,
 ) -> dict:
@@ -133,6 +134,7 @@ def make_payload(
         "label_scaler": scaler.state(),
         "image_norm": norm.state(),
         "instrument": {k: instrument[k] for k in INSTRUMENT_ATTRS if k in instrument},
+        "prior": prior,  # label -> [min, max] of the training galaxies
         "data_dirs": data_dirs(cfg.data_dir),
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         **state,

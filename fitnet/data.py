@@ -149,6 +149,18 @@ def check_matching(path_a: Path, attrs_a: dict, path_b: Path, attrs_b: dict) -> 
             )
 
 
+def training_prior(path: Path, names: Sequence[str]) -> dict[str, list[float]]:
+    """label -> [min, max] of the prior the file's galaxies were drawn from (its /config, as
+    ``python -m simulate`` writes it; {} for files from elsewhere)."""
+    from omegaconf import OmegaConf
+
+    with h5py.File(path, "r") as f:
+        if "config" not in f:
+            return {}
+        prior = OmegaConf.create(f["config"][()].decode()).get("prior") or {}
+    return {n: [float(prior[n].min), float(prior[n].max)] for n in names if n in prior}
+
+
 def read_labels(paths: Path | list[Path], names: list[str]) -> dict[str, np.ndarray]:
     """The labels ``names`` of one file, or of several files one after the other."""
     paths = [paths] if isinstance(paths, (str, Path)) else paths

@@ -74,7 +74,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # a file without the noiseless S/N still gets every magnitude bin; its S/N bins stay empty
     true.setdefault("snr", np.full(len(true["mag"]), np.nan))
     batch_size = cfg.batch_size[predictor.device.type]
-    table = catalogue(predictor, data, batch_size, progress=cfg.progress, desc="evaluate")
+    table = catalogue(
+        predictor, data, batch_size, quality=cfg.quality, progress=cfg.progress, desc="evaluate"
+    )
     good = np.asarray(table["flag"]) == 0
     if not good.any():
         raise DataError(f"every image of {data} was flagged; see the warnings above")

@@ -21,8 +21,11 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import split_output
-from .inputs import Stamp, StampMaker, count_images, iter_stamps
+from .flags import BITS
+from .inputs import InputError, Stamp, StampMaker, count_images, iter_stamps
 from .labels import TARGETS
+from .quality import COLUMNS as CHECK_COLUMNS
+from .quality import Checker, out_of_range
 from .runtime import UserError
 
 TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
@@ -87,6 +90,10 @@ class Predictor:
             for name, t in zip(scaler.names, scaler.transforms, strict=True)
         }
         self.paths = [str(p) for p in paths]
+        #: label -> [min, max] of the training prior, where the checkpoints record it
+        self.prior = {
+            k: v for payload in self.payloads for k, v in (payload.get("prior") or {}).items()
+        }
 
     @property
     def pixel_scale(self) -> float:
@@ -158,17 +165,26 @@ def batched(stamps: Iterable[Stamp], batch_size: int) -> Iterator[list[Stamp]]:
 
 
 def predict_table(
-    predictor: Predictor, stamps: Iterable[Stamp], batch_size: int, progress=None
+    predictor: Predictor,
+    stamps: Iterable[Stamp],
+    batch_size: int,
+    progress=None,
+    check_columns: bool = False,
+    prior_margin: float | None = None,
 ) -> Table:
-    """Catalogue with one row per stamp, in order: ``row, source, flag, problem`` and the labels.
+    """Catalogue with one row per stamp, in order: ``row, source``, the labels and their
+    errors, ``flag`` and ``problem`` (and, with ``check_columns``, what the checks measured).
 
-    Flagged rows have NaN values. ``progress`` (optional) is called with the number of rows done.
+    Rows without a measurement (no stamp image) have NaN values. ``progress`` (optional) is
+    called with the number of rows done. With ``prior_margin`` (a fraction of each label's
+    prior range), predictions outside the physical range or beyond the training prior by more
+    than that are flagged ``out_of_range``.
     """
-    rows, sources, flags, problems = [], [], [], []
+    rows, sources, flags, problems, measured = [], [], [], [], []
     columns = predictor.columns()
     values = {c: [] for c in columns}
     for batch in batched(stamps, batch_size):
-        good = [k for k, s in enumerate(batch) if s.flag == 0]
+        good = [k for k, s in enumerate(batch) if s.image is not None]
         out = np.full((len(batch), len(columns)), np.nan)
         if good:
             pred, sigma = predictor.predict(np.stack([batch[k].image for k in good]))
@@ -180,6 +196,7 @@ def predict_table(
             sources.append(stamp.source)
             flags.append(stamp.flag)
             problems.append(stamp.problem)
+            measured.append(stamp.columns)
         for c, col in enumerate(columns):
             values[col].append(out[:, c])
         if progress is not None:
@@ -196,8 +213,21 @@ def predict_table(
             if col.endswith("_err")
             else f"predicted {col} ({TARGETS[col]})"
         )
-    table["flag"] = np.array(flags, dtype=np.int32)
+    flags = np.array(flags, dtype=np.int32)
+    if prior_margin is not None and len(table):
+        bad, details = out_of_range(table, predictor.labels, predictor.prior, prior_margin)
+        flags[bad] |= BITS["out_of_range"]
+        for i in np.flatnonzero(bad):
+            problems[i] = "; ".join(p for p in (problems[i], f"out_of_range: {details[i]}") if p)
+    if check_columns:
+        for name, (unit, description) in CHECK_COLUMNS.items():
+            table[name] = np.array([m.get(name, np.nan) for m in measured], dtype=float)
+            table[name].unit = unit or None
+            table[name].description = description
+    table["flag"] = flags
+    table["flag"].description = "bit mask, 0 = trust the row (fitnet.flags)"
     table["problem"] = np.array(problems, dtype=str) if problems else np.array([], dtype=str)
+    table["problem"].description = "the names of the flag bits set, with what was measured"
     table.meta["checkpoints"] = ",".join(predictor.paths)
     table.meta["pixel_scale_arcsec"] = predictor.pixel_scale
     if predictor.instrument.get("zero_point_mag") is not None:
@@ -209,7 +239,10 @@ def catalogue(
     predictor: Predictor,
     images,
     batch_size: int,
-    maker: StampMaker | None = None,
+    *,
+    input_scale: float = 1.0,
+    pad_seed: int = 0,
+    quality=None,
     pixel_scale: float | None = None,
     allow_mismatch: bool = False,
     progress: bool = False,
@@ -218,16 +251,46 @@ def catalogue(
     """The catalogue of ``images`` (a path: HDF5, FITS or a folder of FITS; an array; or a list
     of arrays or paths; see ``inputs.iter_stamps``), one row per image in input order.
 
-    ``maker`` brings images to the model's stamps (default: no unit conversion, pad seed 0);
-    ``pixel_scale`` (arcsec / pixel) is that of images that do not state one.
+    ``input_scale`` turns the pixels into e-/s per pixel; ``pad_seed`` seeds the noise that
+    pads small images (and replaces invalid pixels and neighbours); ``quality`` (conf/quality)
+    sets the checks, none when None or not enabled; ``pixel_scale`` (arcsec / pixel) is that of
+    images that do not state one. When every image shows the same background or noise problem,
+    the input as a whole is refused (InputError): the units or the sky are wrong, not a galaxy.
     """
-    maker = maker or StampMaker(predictor.stamp_size, predictor.noise_rms)
+    checks = quality is not None and quality.enabled
+    checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if checks else None
+    maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, pad_seed, checker)
     stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale)
     # the first stamp before the progress bar: a problem with the whole input ends here
     first = next(stamps, None)
     stamps = itertools.chain([] if first is None else [first], stamps)
+    margin = quality.prior_margin if checks else None
     with tqdm(total=count_images(images), unit="img", desc=desc, disable=not progress) as bar:
-        return predict_table(predictor, stamps, batch_size, progress=bar.update)
+        table = predict_table(predictor, stamps, batch_size, bar.update, checks, margin)
+    if checks:
+        refuse_whole_input(table, images)
+    return table
+
+
+def refuse_whole_input(table: Table, images) -> None:
+    """InputError when every row of ``table`` has the ``noise`` (or ``background``) bit: then
+    the input's units, depth or sky are not the model's, and no row is worth writing."""
+    if not len(table):
+        return
+    name = images if isinstance(images, (str, Path)) else "the images"
+    flags = np.asarray(table["flag"])
+    if np.all(flags & BITS["noise"]):
+        ratio = float(np.nanmedian(table["noise_ratio"]))
+        raise InputError(
+            f"{name}: the noise rms of every image is {ratio:.4g} x the model's; the pixels are "
+            "not sky-subtracted e-/s per pixel at the model's depth (input_scale= converts units)"
+        )
+    if np.all(flags & BITS["background"]):
+        level = float(np.nanmedian(table["background"]))
+        raise InputError(
+            f"{name}: every image has a background of {level:+.4g} x the noise rms; subtract the "
+            "sky first"
+        )
 
 
 def write_table(table: Table, path: str | Path) -> Path:

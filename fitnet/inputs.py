@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -32,6 +32,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from simulate.stamps import pad_or_crop
 
 from .data import open_images
+from .flags import BITS
+from .quality import Checker
 from .runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,11 @@ PIXEL_SCALE_KEYWORDS = (
 HDF5_PIXEL_SCALE_ATTRS = ("pixel_scale_arcsec", "pixel_scale", "pixscale", "pixel_size", "scale")
 PIXEL_SCALE_RTOL = 0.01  # relative difference tolerated between an image's and the model's scale
 
-# Bits of the ``flag`` column.
-FLAG_UNREADABLE = 1  # file cannot be read, or holds no image data
-FLAG_NOT_2D = 2  # image is not two-dimensional
-FLAG_NONFINITE = 4  # NaN or infinite pixels
-FLAG_PIXEL_SCALE = 8  # pixel scale differs from the model's
+# Bits of the ``flag`` column that reading sets (all bits: fitnet.flags).
+FLAG_UNREADABLE = BITS["unreadable"]
+FLAG_NOT_2D = BITS["not_2d"]
+FLAG_NONFINITE = BITS["invalid_pixels"]
+FLAG_PIXEL_SCALE = BITS["pixel_scale"]
 
 
 class InputError(UserError):
@@ -66,41 +68,76 @@ class InputError(UserError):
 
 @dataclass
 class Stamp:
-    """One input image, ready for the model (``image`` is None when ``flag`` is non-zero)."""
+    """One input image, ready for the model. ``image`` is None when the row has no
+    measurement; ``flag`` may be set with an image (a warning the row carries)."""
 
     source: str  # file name (and HDU / plane) or HDF5 index
     image: np.ndarray | None
     flag: int = 0
     problem: str = ""
+    columns: dict = field(default_factory=dict)  # what the checks measured (quality.COLUMNS)
+
+
+#: Reading problems that make a single image given alone an error rather than a flagged row.
+UNUSABLE = FLAG_UNREADABLE | FLAG_NOT_2D | FLAG_NONFINITE
+
+
+def note(stamp: Stamp) -> None:
+    """Log a flagged row: skipped (no measurement) or measured with a warning."""
+    if stamp.flag:
+        log.warning(
+            "%s %s: %s",
+            "skipping" if stamp.image is None else "flagged",
+            stamp.source,
+            stamp.problem,
+        )
+
+
+def flagged(source: str, name: str, detail: str) -> Stamp:
+    """A row without a measurement, for the reason ``name`` (a fitnet.flags bit)."""
+    return Stamp(source, None, BITS[name], f"{name}: {source}: {detail}")
 
 
 @dataclass
 class StampMaker:
-    """Brings images to the model's stamp size; padding gets reproducible background noise."""
+    """Brings images to the model's stamp size; padding gets reproducible background noise.
+
+    With a ``checker`` (``quality.Checker``) every image is also checked, recentred and cleaned
+    of neighbours (docs/guide/predict.md, "Flags"); without one, NaN or infinite pixels make a
+    row without a measurement."""
 
     stamp_size: int  # pixel
     noise_rms: float  # e-/s per pixel
     input_scale: float = 1.0  # multiply input pixels by this to get e-/s per pixel
     seed: int = 0
+    checker: Checker | None = None
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
 
-    def __call__(self, source: str, data) -> Stamp:
+    def __call__(self, source: str, data, mask=None) -> Stamp:
+        """The stamp of image ``data``; ``mask`` (same shape, non-zero = bad) marks pixels that
+        are not data."""
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 2:
-            return Stamp(
-                source,
-                None,
-                FLAG_NOT_2D,
-                f"{source}: data has shape {data.shape}, expected a 2-D image",
-            )
+            return flagged(source, "not_2d", f"data has shape {data.shape}, expected a 2-D image")
         if data.size == 0:
-            return Stamp(source, None, FLAG_UNREADABLE, f"{source}: image is empty")
+            return flagged(source, "unreadable", "image is empty")
         bad = ~np.isfinite(data)
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != data.shape:
+                return flagged(
+                    source, "unreadable", f"mask of shape {mask.shape}, image {data.shape}"
+                )
+            bad |= mask != 0
+        if self.checker is not None:
+            stamp, check = self.checker(data * self.input_scale, bad, self._rng)
+            problem = "; ".join(check.details)
+            return Stamp(source, stamp, check.flag, problem, check.columns)
         if bad.any():
-            return Stamp(
-                source, None, FLAG_NONFINITE, f"{source}: {int(bad.sum())} NaN or infinite pixels"
+            return flagged(
+                source, "invalid_pixels", f"{int(bad.sum())} NaN, infinite or masked pixels"
             )
         data = data * self.input_scale
         if data.shape == (self.stamp_size, self.stamp_size):
@@ -274,8 +311,7 @@ def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> I
             block = ds[start : start + chunk]
             for k, image in enumerate(block):
                 stamp = maker(f"{path.name}[{start + k}]", image)
-                if stamp.flag:
-                    log.warning("skipping %s", stamp.problem)
+                note(stamp)
                 yield stamp
 
 
@@ -313,14 +349,15 @@ def _iter_fits_file(
         if data.ndim == 2:
             # a folder's or list's member is named by its file, as its row's source
             stamp = maker(f"{path.name}[{index}]" if alone else path.name, np.array(data))
-            if stamp.flag and alone:
+            if alone and stamp.image is None and stamp.flag & UNUSABLE:
                 raise InputError(stamp.problem)
+            if alone:
+                note(stamp)  # a member's row is noted by _member_stamps
             yield stamp
         elif data.ndim == 3:  # a cube of cutouts, one per plane
             for plane in range(data.shape[0]):
                 stamp = maker(f"{path.name}[{index}][{plane}]", np.array(data[plane]))
-                if stamp.flag:
-                    log.warning("skipping %s", stamp.problem)
+                note(stamp)
                 yield stamp
         else:
             raise InputError(
@@ -341,13 +378,12 @@ def _member_stamps(path: Path, maker, model_scale, allow_mismatch, pixel_scale) 
         stamps = list(_iter_fits_file(path, maker, model_scale, allow_mismatch, pixel_scale))
     except InputError as err:
         text = str(err).replace(str(path), path.name)
-        flag = FLAG_UNREADABLE
+        name = "unreadable"
         if "pixel scale" in text:
-            flag = FLAG_PIXEL_SCALE
+            name = "pixel_scale"
         elif "expected 2-D" in text:
-            flag = FLAG_NOT_2D
-        stamps = [Stamp(path.name, None, flag, text)]
+            name = "not_2d"
+        stamps = [Stamp(path.name, None, BITS[name], f"{name}: {text}")]
     for stamp in stamps:
-        if stamp.flag:
-            log.warning("skipping %s", stamp.problem)
+        note(stamp)
         yield stamp

@@ -15,10 +15,10 @@ import logging
 import math
 import time
 
+import numpy as np
 from omegaconf import DictConfig
 
 from .inference import Predictor, catalogue, write_table
-from .inputs import StampMaker
 from .runtime import UserError, as_list, checkpoint_paths, command, resolve_device
 
 log = logging.getLogger(__name__)
@@ -45,26 +45,30 @@ def run(cfg: DictConfig):
     input_scale = positive_number(cfg, "input_scale")
     pixel_scale = positive_number(cfg, "pixel_scale", allow_null=True)
     predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
-    maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, cfg.pad_seed)
     start = time.perf_counter()
     table = catalogue(
         predictor,
         cfg.input,
         cfg.batch_size[predictor.device.type],
-        maker,
-        pixel_scale,
-        cfg.allow_pixel_scale_mismatch,
-        cfg.progress,
+        input_scale=input_scale,
+        pad_seed=cfg.pad_seed,
+        quality=cfg.quality,
+        pixel_scale=pixel_scale,
+        allow_mismatch=cfg.allow_pixel_scale_mismatch,
+        progress=cfg.progress,
     )
     seconds = time.perf_counter() - start
     for path in outputs:
         write_table(table, path)
     flagged = int((table["flag"] != 0).sum())
+    skipped = int(np.isnan(table[predictor.labels[0]]).sum())
     log.info(
-        "predicted %s for %d images (%d flagged and skipped) in %.1f s (%.0f images/s); wrote %s",
+        "predicted %s for %d images (%d flagged, %d of them not measured) in %.1f s "
+        "(%.0f images/s); wrote %s",
         predictor.labels,
         len(table),
         flagged,
+        skipped,
         seconds,
         len(table) / max(seconds, 1e-9),
         ", ".join(map(str, outputs)),

@@ -42,6 +42,7 @@ from .data import (
     read_labels,
     sample_images,
     split_paths,
+    training_prior,
 )
 from .labels import LabelScaler, calibration_scale, parse_targets, validate_calibration
 from .metrics import label_metrics
@@ -193,6 +194,7 @@ class Run:
     start: Start
     stamp_size: int  # pixel
     train_attrs: dict
+    prior: dict  # label -> [min, max] of the training galaxies (from their file's /config)
     model: torch.nn.Module
     step_model: torch.nn.Module  # the model the steps run (compiled, or the refiner's head)
     optimizer: torch.optim.Optimizer
@@ -265,7 +267,8 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
         train_batches = batches_of("train", noise_generator)
         val_batches = batches_of("val", noise_generator)
     run = Run(
-        cfg, targets, device, output_dir, start, stamp_size, attrs["train"], model, step_model,
+        cfg, targets, device, output_dir, start, stamp_size, attrs["train"],
+        training_prior(paths["train"][0], targets), model, step_model,
         optimizer, scheduler, generator, noise_generator, train_batches, val_batches,
         read_labels(paths["val"], targets), augment,
     )  # fmt: skip
@@ -409,6 +412,7 @@ def payload(run: Run, epoch: int) -> dict:
         scaler=run.start.scaler,
         norm=run.start.norm,
         instrument=run.train_attrs,
+        prior=run.prior,
         cfg=run.cfg,
         state=state,
     )

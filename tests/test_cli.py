@@ -82,10 +82,18 @@ def test_help_lists_the_commands_own_options(tmp_path):
     result = run_module("fitnet.predict", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    for option in ("input:", "output:", "input_scale:", "pixel_scale:", "batch_size:", "amp:"):
+    for option in (
+        "input:",
+        "output:",
+        "input_scale:",
+        "pixel_scale:",
+        "batch_size:",
+        "amp:",
+        "quality.min_significance:",
+    ):
         assert option in text, option
     assert "arcsec / pixel" in text and "Example:" in text
-    for unrelated in ("optim", "scheduler", "prior", "experiment"):
+    for unrelated in ("optim", "scheduler", "prior= :", "experiment"):
         assert unrelated not in text, unrelated
 
 

@@ -10,9 +10,9 @@ from astropy.table import Table
 from conftest import compose_config, other_simulators_copy, run_module
 
 from fitnet.checkpoint import CheckpointError
+from fitnet.flags import BITS
 from fitnet.inference import Predictor
 from fitnet.inputs import (
-    FLAG_NONFINITE,
     FLAG_NOT_2D,
     FLAG_PIXEL_SCALE,
     FLAG_UNREADABLE,
@@ -88,19 +88,21 @@ def test_folder_of_fits_with_bad_cutouts(tiny_ckpt, test_images, tmp_path):
         "g_other_scale.fits",
         "h_4d.fits",
     ]
+    empty = BITS["noise"] | BITS["no_source"]  # the cube's planes are zeros
     assert list(table["flag"]) == [
         0,
         0,
         0,
-        FLAG_NONFINITE,
-        0,
-        0,
+        0,  # one NaN pixel: replaced by noise, its fraction recorded
+        empty,
+        empty,
         FLAG_UNREADABLE,
         FLAG_PIXEL_SCALE,
         FLAG_NOT_2D,
     ]
-    assert np.isfinite(table["re"][:3]).all() and np.isnan(table["re"][[3, 6, 7, 8]]).all()
-    assert "d_nan.fits" in table["problem"][3] and "NaN" in table["problem"][3]
+    assert table["invalid_fraction"][3] == pytest.approx(1 / 64**2)
+    assert np.isfinite(table["re"][:4]).all() and np.isnan(table["re"][4:]).all()
+    assert table["problem"][4].startswith("noise: rms 0 x the model's")
     # a cutout padded by 20 pixels of zeros is cropped back to the same stamp
     ref = run_predict(
         predict_config(
@@ -130,16 +132,31 @@ def test_single_fits_pixel_scale_mismatch_is_an_error(tiny_ckpt, test_images, tm
     assert table["flag"][0] == 0
 
 
-def test_single_fits_with_nan_is_an_error(tiny_ckpt, test_images, tmp_path):
+def test_single_fits_mostly_nan_is_an_error(tiny_ckpt, test_images, tmp_path):
     data = test_images[0].copy()
-    data[0, 0] = np.inf
+    data[:32] = np.nan
     cutout(tmp_path / "bad.fits", data)
-    with pytest.raises(InputError, match=r"bad\.fits.*1 NaN or infinite pixels"):
+    with pytest.raises(InputError, match=r"invalid_pixels: 50\.0% of the pixels \(> 1%\)"):
         run_predict(
             predict_config(
                 f"ckpt={tiny_ckpt}",
                 f"input={tmp_path / 'bad.fits'}",
                 f"output={tmp_path / 'c.csv'}",
+            )
+        )
+
+
+def test_without_checks_any_nan_pixel_leaves_a_row_unmeasured(tiny_ckpt, test_images, tmp_path):
+    data = test_images[0].copy()
+    data[0, 0] = np.inf
+    cutout(tmp_path / "bad.fits", data)
+    with pytest.raises(InputError, match=r"bad\.fits.*1 NaN, infinite or masked pixels"):
+        run_predict(
+            predict_config(
+                f"ckpt={tiny_ckpt}",
+                f"input={tmp_path / 'bad.fits'}",
+                f"output={tmp_path / 'c.csv'}",
+                "quality=none",
             )
         )
 

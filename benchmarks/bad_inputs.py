@@ -1,0 +1,193 @@
+"""How honest the catalogue is: the checks of conf/quality on sets of bad inputs, in one run.
+
+    python -m simulate n=1500 seed=424242 out_dir=data/quality noiseless=true bounds.splits=[] \\
+        montage=0 splits.train=0.1 splits.val=0.1 splits.test=0.8
+    python benchmarks/bad_inputs.py --data data/quality/test.h5 [--ckpt best.pt] [--count 400]
+
+From the noiseless test stamps of a simulated file (new noise drawn here, with the file's own
+noise model) it makes one set per kind: clean galaxies; zeros; pure noise; the sky left in; e-
+instead of e-/s; a shallower image (twice the noise); galaxies 6-14 and 15-20 px off-centre in
+a stamp-sized cutout; a brighter companion 12-25 px away; 5% and 30% invalid (NaN) pixels; a
+1000 x 1000 field holding three galaxies. Each set goes through ``fitnet.load().predict`` (the
+checks on). Per kind it prints the fraction flagged, by bit, and for the unflagged rows the
+fraction measured right (|dmag| < 0.1 and |dre/re| < 0.15, against the target galaxy's truth)
+and the scatter of the errors; "flagged or right" is the honest-catalogue figure. Then the
+speed of prediction with the checks on and off, side by side on the clean set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import h5py
+import numpy as np
+
+import fitnet
+from fitnet.flags import BITS, names
+from fitnet.labels import spec_error
+from fitnet.noise import NOISE_ATTRS
+
+RIGHT_MAG = 0.1  # mag, |dmag| below which a row counts as measured right
+RIGHT_RE = 0.15  # |dre / re| below which a row counts as measured right
+
+
+def read(path, count):
+    with h5py.File(path) as f:
+        if "noiseless" not in f:
+            raise SystemExit(f"{path} has no /noiseless: simulate it with noiseless=true")
+        attrs = {k: float(f.attrs[k]) for k in NOISE_ATTRS}
+        truth = {k: f["params"][k][:count] for k in ("mag", "re", "n", "q")}
+        return f["noiseless"][:count].astype(np.float64), truth, attrs
+
+
+def noisy(noiseless, attrs, rng, depth=1.0):
+    """CCD noise as the simulator draws it (Poisson on source + sky, read noise), e-/s per
+    pixel; ``depth`` > 1 multiplies the noise rms (a shallower image)."""
+    t = attrs["exposure_time_s"]
+    sky = attrs["sky_level_e_per_s_per_pixel"] * t
+    electrons = rng.poisson(np.clip(noiseless * t + sky, 0, None)).astype(np.float64)
+    image = (electrons - sky + attrs["read_noise_e"] * rng.standard_normal(noiseless.shape)) / t
+    if depth != 1.0:
+        rms = np.sqrt(attrs["sky_level_e_per_s_per_pixel"] * t + attrs["read_noise_e"] ** 2) / t
+        image += np.sqrt(depth**2 - 1) * rms * rng.standard_normal(noiseless.shape)
+    return image.astype(np.float32)
+
+
+def shifted(stamp, dy, dx):
+    """``stamp`` moved by (dy, dx) pixels; the pixels it uncovers are zero (before noise)."""
+    out = np.zeros_like(stamp)
+    h, w = stamp.shape
+    ys, yd = slice(max(0, -dy), min(h, h - dy)), slice(max(0, dy), min(h, h + dy))
+    xs, xd = slice(max(0, -dx), min(w, w - dx)), slice(max(0, dx), min(w, w + dx))
+    out[yd, xd] = stamp[ys, xs]
+    return out
+
+
+def offsets(rng, count, lo, hi):
+    r = rng.uniform(lo, hi, count)
+    a = rng.uniform(0, 2 * np.pi, count)
+    return np.rint(r * np.sin(a)).astype(int), np.rint(r * np.cos(a)).astype(int)
+
+
+def make_sets(noiseless, attrs, rng):
+    """kind -> (images, index of each image's target galaxy or -1)."""
+    n = len(noiseless)
+    idx = np.arange(n)
+    sets = {"clean": ([noisy(s, attrs, rng) for s in noiseless], idx)}
+    blank = np.zeros_like(noiseless[0])
+    sets["zeros"] = ([blank.astype(np.float32) for _ in range(n)], -np.ones(n, int))
+    sets["pure noise"] = ([noisy(blank, attrs, rng) for _ in range(n)], -np.ones(n, int))
+    sky = attrs["sky_level_e_per_s_per_pixel"]
+    sets["sky left in"] = ([noisy(s, attrs, rng) + sky for s in noiseless], idx)
+    t = attrs["exposure_time_s"]
+    sets["e- not e-/s"] = ([noisy(s, attrs, rng) * t for s in noiseless], idx)
+    sets["2x the noise"] = ([noisy(s, attrs, rng, depth=2.0) for s in noiseless], idx)
+    for lo, hi in ((6, 14), (15, 20)):
+        dy, dx = offsets(rng, n, lo, hi)
+        images = [
+            noisy(shifted(s, a, b), attrs, rng) for s, a, b in zip(noiseless, dy, dx, strict=True)
+        ]
+        sets[f"{lo}-{hi} px off-centre"] = (images, idx)
+    dy, dx = offsets(rng, n, 12, 25)
+    partner = rng.permutation(n)
+    images = []
+    for k, s in enumerate(noiseless):
+        other = noiseless[partner[k]]
+        scale = max(1.0, 1.5 * s.sum() / max(other.sum(), 1e-9))  # brighter than the target
+        images.append(noisy(s + scale * shifted(other, dy[k], dx[k]), attrs, rng))
+    sets["brighter companion 12-25 px"] = (images, idx)
+    for frac in (0.05, 0.3):
+        images = []
+        for s in noiseless:
+            image = noisy(s, attrs, rng)
+            image[rng.random(image.shape) < frac] = np.nan
+            images.append(image)
+        sets[f"{int(100 * frac)}% NaN pixels"] = (images, idx)
+    field = np.zeros((1000, 1000))
+    for k, (y, x) in enumerate(((200, 300), (700, 650), (450, 820))):
+        field[y - 64 : y + 64, x - 64 : x + 64] += noiseless[k]
+    sets["1000x1000 field"] = ([noisy(field, attrs, rng)], -np.ones(1, int))
+    return sets
+
+
+def score(table, target, truth) -> dict:
+    flag = np.asarray(table["flag"])
+    out = {"N": len(table), "flagged": float(np.mean(flag != 0))}
+    bits = {}
+    for f in flag[flag != 0]:
+        for name in names(int(f)):
+            bits[name] = bits.get(name, 0) + 1
+    out["bits"] = ", ".join(f"{k} {v / len(table):.0%}" for k, v in sorted(bits.items()))
+    has = (target >= 0) & np.isfinite(np.asarray(table["mag"], dtype=float))
+    if not has.any():
+        return out
+    t = target[has]
+    dmag = np.asarray(table["mag"], float)[has] - truth["mag"][t]
+    dre = spec_error("re", np.asarray(table["re"], float)[has], truth["re"][t])
+    right = np.zeros(len(table), dtype=bool)
+    right[np.flatnonzero(has)] = (np.abs(dmag) < RIGHT_MAG) & (np.abs(dre) < RIGHT_RE)
+    clean = flag == 0
+    out["unflagged right"] = float(right[clean].mean()) if clean.any() else float("nan")
+    out["flagged or right"] = float(np.mean((flag != 0) | right))
+    out["right, all rows"] = float(right.mean())
+    ok = clean[has]
+    if ok.any():
+        out["scatter mag / re (unflagged)"] = (
+            f"{0.5 * np.subtract(*np.percentile(dmag[ok], [84, 16])):.3f} / "
+            f"{0.5 * np.subtract(*np.percentile(dre[ok], [84, 16])):.3f}"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", required=True, help="HDF5 file with /noiseless (see above)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--count", type=int, default=400, help="galaxies per set")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the sets")
+    args = parser.parse_args()
+    model = fitnet.load(args.ckpt, device="cpu")
+    noiseless, truth, attrs = read(args.data, args.count)
+    rng = np.random.default_rng(args.seed)
+    sets = make_sets(noiseless, attrs, rng)
+    print(f"{model}; {len(noiseless)} galaxies of {args.data} per set\n")
+    keys = [
+        "N",
+        "flagged",
+        "unflagged right",
+        "flagged or right",
+        "right, all rows",
+        "scatter mag / re (unflagged)",
+        "bits",
+    ]
+    print("| kind | " + " | ".join(keys) + " |")
+    print("| --- " * (len(keys) + 1) + "|")
+    for kind, (images, target) in sets.items():
+        try:
+            table = model.predict(images, pixel_scale=model.pixel_scale)
+        except fitnet.runtime.UserError as err:  # refused as a whole: every image flagged
+            print(f"| {kind} | {len(images)} | refused: {err} |" + " |" * (len(keys) - 2))
+            continue
+        row = score(table, target, truth)
+        cells = [row.get(k, "") for k in keys]
+        cells = [f"{c:.1%}" if isinstance(c, float) else str(c) for c in cells]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    images = sets["clean"][0]
+    for repeat in range(2):  # side by side, twice: the first pass warms up
+        rates = {}
+        for checks in (False, True):
+            start = time.perf_counter()
+            model.predict(images, pixel_scale=model.pixel_scale, checks=checks)
+            rates[checks] = len(images) / (time.perf_counter() - start)
+    print(
+        f"\nspeed on the clean set: {rates[False]:.0f} images/s with the checks off, "
+        f"{rates[True]:.0f} with them on ({rates[True] / rates[False]:.2f}x)"
+    )
+    print("flag bits: " + ", ".join(f"{k}={v}" for k, v in BITS.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Checks that every catalogue row says whether to trust it (docs/contract.md, section 8).
+
+Each image (sky-subtracted e-/s per pixel, any size) is checked before the network sees it:
+
+1. invalid pixels: NaN, infinite or masked pixels are replaced by background noise, like the
+   padding; above ``max_invalid_fraction`` the row is flagged and not measured;
+2. size: an image far larger than a cutout (``max_cutout_px``) is a field, not one galaxy;
+3. background and noise: the median and the robust rms (1.4826 x the median absolute
+   deviation) of the border ring, sources excluded, against the model's noise rms;
+4. detection (photutils, on the Gaussian-smoothed image): the target is the source at the
+   centre, or the nearest within ``search_radius_px``; its flux-weighted centroid;
+5. recentring: a source off by more than ``recentre_px`` is moved to the stamp centre (an
+   integer shift, recorded) when the image holds ``min_context_px`` of data on every side of it,
+   else flagged ``off_centre``;
+6. neighbours: the other sources' pixels (dilated) are replaced by noise; touching footprints
+   are flagged;
+7. significance: the S/N of the source's flux in the best of a few Gaussian weights about the
+   centre; below ``min_significance`` the row is ``no_source``, not measured.
+
+After the network, ``out_of_range`` flags predictions outside the physical range (q in (0, 1],
+n and re > 0), or beyond the training prior (where the checkpoint records it) by more than
+``prior_margin`` of its range.
+Thresholds live in conf/quality/ with their units.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+from omegaconf import OmegaConf
+from photutils.segmentation import detect_sources
+from photutils.utils.exceptions import NoDetectionsWarning
+from scipy import ndimage
+
+from .flags import BITS
+from .runtime import UserError
+
+MAD_TO_RMS = 1.4826  # rms of a Gaussian / its median absolute deviation
+
+
+@dataclass
+class Check:
+    """What the checks measured for one image, and the flags they set."""
+
+    flag: int = 0
+    details: list[str] = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+
+    def set(self, name: str, detail: str) -> None:
+        self.flag |= BITS[name]
+        self.details.append(f"{name}: {detail}")
+
+
+@dataclass
+class Segments:
+    """A segmentation of an image: ``data`` labels (0 = background, photutils), how many,
+    the smoothed image it was cut from, and that image's local maxima (bool)."""
+
+    data: np.ndarray
+    n_labels: int
+    smoothed: np.ndarray
+    maxima: np.ndarray
+
+
+#: Catalogue columns the checks add: name -> (unit, description).
+COLUMNS = {
+    "background": ("", "median of the border pixels, in units of the model's noise rms"),
+    "noise_ratio": ("", "robust noise rms of the border pixels / the model's noise rms"),
+    "significance": ("", "S/N of the source's flux in the best Gaussian weight about the centre"),
+    "x_centroid": (
+        "pix",
+        "source centroid, input image column (0-based, pixel centres at integers)",
+    ),
+    "y_centroid": ("pix", "source centroid, input image row (0-based, pixel centres at integers)"),
+    "shift_x": ("pix", "columns the stamp was moved by to centre the source"),
+    "shift_y": ("pix", "rows the stamp was moved by to centre the source"),
+    "n_neighbours": ("", "other sources detected in the stamp (their pixels replaced by noise)"),
+    "masked_fraction": ("", "fraction of the stamp's pixels replaced by noise (neighbours)"),
+    "invalid_fraction": ("", "fraction of the image's pixels NaN, infinite or masked"),
+}
+
+
+def validate(quality) -> None:
+    """Check the thresholds of conf/quality; UserError naming the key otherwise."""
+    positive = (
+        "border_px", "detect_nsigma", "detect_npixels", "smooth_fwhm_px", "search_radius_px",
+        "max_cutout_px", "max_background_rms",
+    )  # fmt: skip
+    for key in positive:
+        if not quality[key] > 0:
+            raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
+    for key in (
+        "blend_peak_ratio",
+        "blend_separation_px",
+        "blend_prominence",
+        "neighbour_flux_ratio",
+    ):
+        if not quality[key] > 0:
+            raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
+    for key in ("min_significance", "recentre_px", "min_context_px", "neighbour_dilate_px"):
+        if not quality[key] >= 0:
+            raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be >= 0")
+    if not 0 <= quality.max_invalid_fraction < 1:
+        raise UserError(
+            f"quality.max_invalid_fraction={quality.max_invalid_fraction} must lie in [0, 1)"
+        )
+    if not quality.prior_margin >= 0:
+        raise UserError(f"quality.prior_margin={quality.prior_margin} must be >= 0")
+    lo, hi = quality.noise_ratio
+    if not 0 < lo < 1 < hi:
+        raise UserError(f"quality.noise_ratio=[{lo}, {hi}] must satisfy 0 < low < 1 < high")
+    if not quality.weights_px or min(quality.weights_px) <= 0:
+        raise UserError(f"quality.weights_px={list(quality.weights_px)} must be sizes > 0 pixel")
+
+
+class Checker:
+    """The checks of one model: its stamp size (pixel) and noise rms (e-/s per pixel)."""
+
+    MAX_PEAKS = 8  # local maxima of a segment examined, highest first (a bound on the work)
+
+    def __init__(self, quality, stamp_size: int, noise_rms: float):
+        validate(quality)
+        # plain attributes: OmegaConf's are slow in a loop over images
+        plain = OmegaConf.to_container(quality) if OmegaConf.is_config(quality) else dict(quality)
+        self.q = SimpleNamespace(**plain)
+        self.stamp_size, self.noise_rms = stamp_size, noise_rms
+        sigma = quality.smooth_fwhm_px / (2 * math.sqrt(2 * math.log(2)))
+        self.smooth_sigma = sigma
+        # rms of the smoothed noise over that of a pixel: sqrt(sum g^2) of the unit-sum kernel
+        self.smooth_noise = 1.0 / (2 * math.sqrt(math.pi) * sigma)
+        centre = (stamp_size - 1) / 2
+        offsets = np.arange(stamp_size) - centre
+        r2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+        weights = np.stack([np.exp(-0.5 * r2 / s**2).ravel() for s in quality.weights_px], 1)
+        self.weights = weights  # (S*S, K)
+        self.weight_noise = np.sqrt((weights**2).sum(0))  # per unit pixel rms
+
+    # -- measurements -----------------------------------------------------------------------
+
+    def noise_stats(self, data: np.ndarray, exclude: np.ndarray) -> tuple[float, float]:
+        """Median and robust rms (e-/s per pixel) of the border ring of ``data``, pixels in
+        ``exclude`` left out (all of the ring if that leaves too few)."""
+        b = int(self.q.border_px)
+        ring = np.ones(data.shape, dtype=bool)
+        ring[b:-b, b:-b] = False
+        values = data[ring & ~exclude]
+        if values.size < 50:
+            values = data[ring]
+        median = float(np.median(values))
+        rms = MAD_TO_RMS * float(np.median(np.abs(values - median)))
+        return median, rms
+
+    def segments(self, data: np.ndarray, rms: float):
+        """photutils segmentation of the smoothed image above ``detect_nsigma``, or None."""
+        if not rms > 0:
+            return None
+        smoothed = ndimage.gaussian_filter(data.astype(np.float64), self.smooth_sigma)
+        threshold = self.q.detect_nsigma * rms * self.smooth_noise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoDetectionsWarning)  # an empty stamp is an answer
+            seg = detect_sources(smoothed, threshold, n_pixels=int(self.q.detect_npixels))
+        if seg is None:
+            return None
+        maxima = smoothed == ndimage.maximum_filter(smoothed, size=int(self.q.blend_separation_px))
+        return Segments(seg.data, int(seg.data.max()), smoothed, maxima)
+
+    def peaks(self, seg, label: int, rms: float) -> list[tuple[int, int]]:
+        """The sources inside segment ``label``: the highest local maximum of the smoothed
+        image, and every other that rises ``blend_prominence`` smoothed-noise rms above the
+        lowest point on the straight line to it (a bump of a galaxy's own outskirts does not;
+        a neighbour merged into its footprint does). (row, column) pixels, highest first."""
+        smooth = seg.smoothed
+        ys, xs = np.nonzero(seg.maxima & (seg.data == label))
+        order = np.argsort(smooth[ys, xs])[::-1][: self.MAX_PEAKS]
+        y0, x0 = ys[order[0]], xs[order[0]]
+        rise = self.q.blend_prominence * rms * self.smooth_noise
+        found = [(int(y0), int(x0))]
+        for k in order[1:]:
+            y, x = ys[k], xs[k]
+            steps = int(np.hypot(y - y0, x - x0)) + 2
+            line = ndimage.map_coordinates(
+                smooth, [np.linspace(y, y0, steps), np.linspace(x, x0, steps)], order=1
+            )
+            if smooth[y, x] - line.min() >= rise:
+                found.append((int(y), int(x)))
+        return found
+
+    def blended(self, seg, label: int, rms: float, centre) -> tuple[float, float] | None:
+        """(dy, dx) pixel from the source (the peak of ``peaks`` nearest ``centre``) to another
+        peak of its segment at least ``blend_peak_ratio`` as high: a neighbour merged into it."""
+        found = self.peaks(seg, label, rms)
+        if len(found) < 2:
+            return None
+        y0, x0 = min(found, key=lambda p: (p[0] - centre[0]) ** 2 + (p[1] - centre[1]) ** 2)
+        for y, x in found:
+            if (y, x) != (y0, x0) and seg.smoothed[y, x] >= self.q.blend_peak_ratio * seg.smoothed[
+                y0, x0
+            ]:
+                return float(y - y0), float(x - x0)
+        return None
+
+    def target(self, seg, data: np.ndarray, centre: tuple[float, float], rms: float):
+        """The source at ``centre`` (y, x), or the nearest one within ``search_radius_px``:
+        (label, y, x) with the centroid of the smoothed image about the segment's peak nearest
+        the centre (a brighter neighbour in the same segment does not pull it); None when
+        there is none."""
+        if seg is None or seg.n_labels == 0:
+            return None
+        labels = seg.data
+        cy, cx = int(round(centre[0])), int(round(centre[1]))
+        label = labels[cy, cx] if 0 <= cy < labels.shape[0] and 0 <= cx < labels.shape[1] else 0
+        if label == 0:
+            yy, xx = np.nonzero(labels)
+            dist2 = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2
+            k = int(np.argmin(dist2))
+            if dist2[k] > self.q.search_radius_px**2:
+                return None
+            label = labels[yy[k], xx[k]]
+        found = self.peaks(seg, label, rms)
+        py, px = min(found, key=lambda p: (p[0] - centre[0]) ** 2 + (p[1] - centre[1]) ** 2)
+        r = int(self.q.blend_separation_px) // 2
+        lo_y, lo_x = max(py - r, 0), max(px - r, 0)
+        patch = np.clip(seg.smoothed[lo_y : py + r + 1, lo_x : px + r + 1], 0, None)
+        dy, dx = ndimage.center_of_mass(patch) if patch.sum() > 0 else (py - lo_y, px - lo_x)
+        return int(label), float(lo_y + dy), float(lo_x + dx)
+
+    def significance(self, stamp: np.ndarray, rms: float) -> float:
+        """The best S/N of the stamp's flux in the Gaussian weights about its centre."""
+        if not rms > 0:
+            return math.nan
+        flux = stamp.reshape(-1).astype(np.float64) @ self.weights
+        return float(np.max(flux / (rms * self.weight_noise)))
+
+    def segment_snr(self, labels: np.ndarray, data: np.ndarray, rms: float) -> np.ndarray:
+        """S/N of each segment's flux (index = label; 0 for the background)."""
+        flat = labels.ravel()
+        flux = np.bincount(flat, weights=data.ravel().astype(np.float64))
+        npix = np.bincount(flat)
+        snr = flux / (rms * np.sqrt(np.maximum(npix, 1)))
+        snr[0] = 0.0
+        return snr
+
+    # -- the checks -------------------------------------------------------------------------
+
+    def __call__(self, raw: np.ndarray, bad: np.ndarray, rng: np.random.Generator):
+        """(stamp or None, Check) of one image ``raw`` (e-/s per pixel) whose ``bad`` pixels
+        (NaN, infinite or masked) are not data; ``rng`` draws the noise that replaces pixels."""
+        c, s, q = Check(), self.stamp_size, self.q
+        h, w = raw.shape
+        invalid = float(bad.mean())
+        c.columns["invalid_fraction"] = invalid
+        if invalid > q.max_invalid_fraction:
+            c.set(
+                "invalid_pixels",
+                f"{100 * invalid:.1f}% of the pixels (> {100 * q.max_invalid_fraction:g}%)",
+            )
+            return None, c
+        if max(h, w) > q.max_cutout_px:
+            c.set("not_a_cutout", f"{h}x{w} px is a field, not a cutout (> {q.max_cutout_px} px)")
+            return None, c
+        if bad.any():
+            raw = raw.copy()
+            raw[bad] = rng.normal(0.0, self.noise_rms, int(bad.sum()))
+        # the input's own pixels of the central stamp window: background, noise and the source
+        (ys, _), (xs, _) = window(h, s, 0), window(w, s, 0)
+        data = raw[ys, xs]
+        median, rms = self.noise_stats(data, bad[ys, xs])
+        seg = self.segments(data, rms)
+        if seg is not None:
+            sources = ndimage.binary_dilation(seg.data > 0, iterations=2)
+            median, rms = self.noise_stats(data, bad[ys, xs] | sources)
+        self._background(c, median, rms)
+        shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
+        stamp = cut(raw, s, shift, rng, self.noise_rms)
+        # the stamp is the window already measured: its segmentation serves again
+        same = shift == (0, 0) and data.shape == (s, s)
+        stamp = self._neighbours(c, stamp, rms, rng, seg if same else None)
+        c.columns["shift_x"], c.columns["shift_y"] = float(shift[1]), float(shift[0])
+        sig = self.significance(stamp, rms)
+        c.columns["significance"] = sig
+        if not sig >= q.min_significance:
+            c.set("no_source", f"significance {sig:.2f} < {q.min_significance:g}")
+            return None, c
+        return stamp, c
+
+    def _background(self, c: Check, median: float, rms: float) -> None:
+        q, model = self.q, self.noise_rms
+        c.columns["background"] = median / model
+        c.columns["noise_ratio"] = rms / model
+        if abs(median) > q.max_background_rms * model:
+            c.set("background", f"level {median / model:+.3g} x the noise rms (sky left in?)")
+        lo, hi = q.noise_ratio
+        if not lo <= rms / model <= hi:
+            c.set(
+                "noise", f"rms {rms / model:.3g} x the model's (other depth or units: input_scale?)"
+            )
+
+    def _centre(self, c: Check, seg, data, rms, origin, shape) -> tuple[int, int]:
+        """The integer (rows, columns) shift that centres the source, and its centroid."""
+        h, w = shape
+        centre = ((h - 1) / 2 - origin[0], (w - 1) / 2 - origin[1])  # in data's pixels
+        found = self.target(seg, data, centre, rms)
+        c.columns["x_centroid"] = c.columns["y_centroid"] = math.nan
+        if found is None:
+            return 0, 0
+        label, y, x = found
+        if self.segment_snr(seg.data, data, rms)[label] < self.q.min_significance:
+            return 0, 0  # too faint to be sure of its centroid: taken as centred
+        y, x = y + origin[0], x + origin[1]
+        c.columns["x_centroid"], c.columns["y_centroid"] = x, y
+        dy, dx = y - (h - 1) / 2, x - (w - 1) / 2
+        if math.hypot(dx, dy) <= self.q.recentre_px:
+            return 0, 0
+        if self.other_at_centre(c, data, rms, centre, (y - origin[0], x - origin[1])):
+            return 0, 0
+        # The data it keeps on every side, against what training cutouts give (or, for an
+        # image smaller than those, what a centred source in it would have had).
+        context = min(y, h - 1 - y, x, w - 1 - x)
+        needed = min(self.q.min_context_px, (min(h, w) - 1) / 2 - 2 * self.q.recentre_px)
+        if context < needed:
+            c.set(
+                "off_centre",
+                f"source at ({dx:+.1f}, {dy:+.1f}) px from the centre, {context:.0f} px from the "
+                f"image edge (< {needed:.0f} px to recentre)",
+            )
+            return 0, 0
+        return int(round(dy)), int(round(dx))
+
+    def other_at_centre(self, c: Check, data, rms, centre, peak) -> bool:
+        """Whether another source sits at the ``centre`` (y, x) of an image whose brightest
+        source nearby is at ``peak``: a galaxy is point-symmetric about its centre, so its light
+        at the centre equals its light at the mirror point ``2 peak - centre``; an excess there,
+        in Gaussian weights of a few sizes, is another (fainter, perhaps undetected) source,
+        the one the cutout was centred on. Then the row is flagged and not recentred."""
+        if math.hypot(peak[0] - centre[0], peak[1] - centre[1]) < self.q.symmetry_min_offset_px:
+            return False
+        mirror = (2 * peak[0] - centre[0], 2 * peak[1] - centre[1])
+        if not (0 <= mirror[0] <= data.shape[0] - 1 and 0 <= mirror[1] <= data.shape[1] - 1):
+            return False
+        best = -math.inf
+        for sigma in self.q.symmetry_weights_px:
+            smooth = ndimage.gaussian_filter(data.astype(np.float64), sigma)
+            at = ndimage.map_coordinates(
+                smooth, [[centre[0], mirror[0]], [centre[1], mirror[1]]], order=1
+            )
+            noise = rms / (2 * math.sqrt(math.pi) * sigma) * math.sqrt(2)
+            # relative too: a centroid a little off makes a bright galaxy's mirror points differ
+            if at[0] - at[1] >= self.q.symmetry_excess_ratio * abs(at[1]):
+                best = max(best, (at[0] - at[1]) / noise)
+        if best < self.q.min_significance:
+            return False
+        c.set(
+            "neighbours", f"a source at the centre (S/N {best:.0f}) besides a brighter one off it"
+        )
+        return True
+
+    def _neighbours(self, c: Check, stamp, rms, rng, seg=None) -> np.ndarray:
+        """Replace the pixels of other sources by noise; flag a bright one that touches the
+        source, or a second peak inside it (a neighbour merged into its footprint). ``seg``:
+        the stamp's segmentation, when already made."""
+        c.columns["n_neighbours"], c.columns["masked_fraction"] = 0, 0.0
+        seg = seg if seg is not None else self.segments(stamp, rms)
+        if seg is None or seg.n_labels == 0:
+            return stamp
+        centre = ((self.stamp_size - 1) / 2,) * 2
+        found = self.target(seg, stamp, centre, rms)
+        snr = self.segment_snr(seg.data, stamp, rms)
+        own = found[0] if found is not None else 0
+        if own:
+            merged = self.blended(seg, own, rms, centre)
+            if merged is not None:
+                dy, dx = merged
+                c.set("neighbours", f"a second peak at ({dx:+.0f}, {dy:+.0f}) px in the source")
+        others = [k for k in range(1, len(snr)) if k != own and snr[k] >= self.q.min_significance]
+        c.columns["n_neighbours"] = len(others)
+        if not others:
+            return stamp
+        grow = int(self.q.neighbour_dilate_px)
+        neighbours = np.isin(seg.data, others)
+        mask = ndimage.binary_dilation(neighbours, iterations=grow) if grow else neighbours
+        if own:
+            mask &= seg.data != own
+            footprint = ndimage.binary_dilation(seg.data == own, iterations=max(grow, 1))
+            flux = np.bincount(seg.data.ravel(), weights=stamp.ravel().astype(np.float64))
+            touching = [k for k in np.unique(seg.data[footprint & neighbours]) if k]
+            bright = [k for k in touching if flux[k] >= self.q.neighbour_flux_ratio * flux[own]]
+            if bright and not c.flag & BITS["neighbours"]:
+                ratio = max(flux[k] for k in bright) / flux[own]
+                c.set("neighbours", f"a source of {ratio:.2g} x its flux touches its footprint")
+        if self.q.mask_neighbours and mask.any():
+            stamp = stamp.copy()
+            stamp[mask] = rng.normal(0.0, self.noise_rms, int(mask.sum()))
+            c.columns["masked_fraction"] = float(mask.mean())
+        return stamp
+
+
+def window(n_in: int, n_out: int, shift: int) -> tuple[slice, slice]:
+    """Slices (source, destination) along one axis: input pixel ``n_in // 2 + shift`` lands on
+    output pixel ``n_out // 2`` (with shift 0, the pad/crop rule of ``simulate.stamps``)."""
+    start = n_in // 2 + shift - n_out // 2
+    lo, hi = max(0, start), min(n_in, start + n_out)
+    return slice(lo, hi), slice(lo - start, hi - start)
+
+
+def cut(image: np.ndarray, size: int, shift, rng: np.random.Generator, noise_rms: float):
+    """The ``size`` square stamp of ``image`` centred ``shift`` (rows, columns) pixels from its
+    centre; pixels beyond the image are background noise of ``noise_rms`` (e-/s per pixel)."""
+    (sy, dy), (sx, dx) = (
+        window(image.shape[0], size, shift[0]),
+        window(image.shape[1], size, shift[1]),
+    )
+    covered = dy.stop - dy.start == size and dx.stop - dx.start == size
+    if covered:
+        out = np.empty((size, size), dtype=np.float32)
+    else:
+        out = rng.normal(0.0, noise_rms, (size, size)).astype(np.float32)
+    out[dy, dx] = image[sy, sx]
+    return out
+
+
+def out_of_range(table, labels, prior: dict | None, margin: float) -> tuple[np.ndarray, list]:
+    """Rows (bool) whose prediction is outside the physical range (q in (0, 1], n and re > 0)
+    or beyond the training ``prior`` (label -> (min, max)) by more than ``margin`` of its
+    range; and a detail per row."""
+    bad = np.zeros(len(table), dtype=bool)
+    details = [[] for _ in range(len(table))]
+    physical = {"q": (0.0, 1.0), "n": (0.0, math.inf), "re": (0.0, math.inf)}
+    for name in labels:
+        v = np.asarray(table[name], dtype=float)
+        lo, hi = physical.get(name, (-math.inf, math.inf))
+        hit = (v <= lo) | (v > hi)
+        if prior and name in prior:
+            pmin, pmax = prior[name]
+            beyond = margin * (pmax - pmin)
+            hit |= (v < pmin - beyond) | (v > pmax + beyond)
+        hit &= np.isfinite(v)
+        for i in np.flatnonzero(hit):
+            details[i].append(f"{name}={v[i]:.4g}")
+        bad |= hit
+    return bad, [", ".join(d) for d in details]
