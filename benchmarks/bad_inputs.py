@@ -176,7 +176,7 @@ def main() -> None:
         cells = [f"{c:.1%}" if isinstance(c, float) else str(c) for c in cells]
         print(f"| {kind} | " + " | ".join(cells) + " |")
     images = sets["clean"][0]
-    for repeat in range(2):  # side by side, twice: the first pass warms up
+    for _repeat in range(2):  # side by side, twice: the first pass warms up
         rates = {}
         for checks in (False, True):
             start = time.perf_counter()

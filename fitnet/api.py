@@ -65,6 +65,7 @@ class Model:
         input_scale: float = 1.0,
         allow_pixel_scale_mismatch: bool = False,
         pad_seed: int = 0,
+        mask=None,
         checks: bool = True,
         progress: bool = False,
     ) -> Table:
@@ -73,7 +74,8 @@ class Model:
         ``pixel_scale``: arcsec / pixel of images that do not state one (arrays, FITS headers
         without a WCS or scale keyword); it must match the model's. ``input_scale``: factor
         that turns the pixels into e-/s per pixel. ``pad_seed`` seeds the noise that pads
-        small images. ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
+        small images. ``mask`` (non-zero = bad pixel): arrays of the images' shapes, or for
+        FITS input a FITS mask (a folder of them for a folder). ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
         what they found; docs/guide/predict.md, "Flags").
         """
         if isinstance(images, Path):
@@ -89,6 +91,7 @@ class Model:
             quality=self.quality if checks else None,
             pixel_scale=pixel_scale,
             allow_mismatch=allow_pixel_scale_mismatch,
+            mask=mask,
             progress=progress,
         )
 

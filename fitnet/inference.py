@@ -245,6 +245,7 @@ def catalogue(
     quality=None,
     pixel_scale: float | None = None,
     allow_mismatch: bool = False,
+    mask=None,
     progress: bool = False,
     desc: str = "predict",
 ) -> Table:
@@ -254,13 +255,14 @@ def catalogue(
     ``input_scale`` turns the pixels into e-/s per pixel; ``pad_seed`` seeds the noise that
     pads small images (and replaces invalid pixels and neighbours); ``quality`` (conf/quality)
     sets the checks, none when None or not enabled; ``pixel_scale`` (arcsec / pixel) is that of
-    images that do not state one. When every image shows the same background or noise problem,
+    images that do not state one; ``mask`` marks bad pixels (``inputs.Reader.stamps``). When
+    every image shows the same background or noise problem,
     the input as a whole is refused (InputError): the units or the sky are wrong, not a galaxy.
     """
     checks = quality is not None and quality.enabled
     checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if checks else None
     maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, pad_seed, checker)
-    stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale)
+    stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale, mask)
     # the first stamp before the progress bar: a problem with the whole input ends here
     first = next(stamps, None)
     stamps = itertools.chain([] if first is None else [first], stamps)

@@ -207,55 +207,183 @@ def iter_stamps(
     model_scale: float,
     allow_mismatch: bool = False,
     pixel_scale: float | None = None,
+    mask=None,
 ) -> Iterator[Stamp]:
-    """Stamps of every image of ``images`` in input order (see module docstring).
+    """Stamps of every image of ``images`` in input order (see ``Reader`` and the module
+    docstring)."""
+    reader = Reader(maker, model_scale, allow_mismatch, pixel_scale)
+    return reader.stamps(images, mask)
 
-    ``images``: a path (HDF5 file, FITS file or folder of FITS files), a 2-D array (one image),
-    a 3-D array (a stack), or a list of 2-D arrays and paths. ``pixel_scale`` (arcsec / pixel)
-    is the scale of images that do not state one: arrays, and FITS headers without a celestial
-    WCS or scale keyword. Without it such images are refused (a single input) or flagged (a
-    member of a folder or list), never assumed to be at the model's scale.
-    """
-    if isinstance(images, (str, Path)):
-        yield from _iter_path(Path(images), maker, model_scale, allow_mismatch, pixel_scale)
-        return
-    if isinstance(images, np.ndarray):
-        images = [images] if images.ndim == 2 else list(images)
-    members = list(images)
-    if not members:
-        raise InputError("no images given: an empty list")
-    arrays = [m for m in members if not isinstance(m, (str, Path))]
-    if arrays:
-        message = _scale_problem("arrays", None, model_scale, pixel_scale, "arrays carry none")
-        if message and not allow_mismatch:
-            raise InputError(message)
-    for k, member in enumerate(members):
-        if isinstance(member, (str, Path)):
-            yield from _member_stamps(Path(member), maker, model_scale, allow_mismatch, pixel_scale)
+
+@dataclass
+class Reader:
+    """Reads images into stamps with ``maker``, checking pixel scales against the model's
+    (arcsec / pixel). ``pixel_scale`` is the scale of images that do not state one: arrays,
+    and FITS headers without a celestial WCS or scale keyword; without it such images are
+    refused (a single input) or flagged (a member of a folder or list), never assumed to be at
+    the model's scale."""
+
+    maker: StampMaker
+    model_scale: float
+    allow_mismatch: bool = False
+    pixel_scale: float | None = None
+
+    def stamps(self, images, mask=None) -> Iterator[Stamp]:
+        """``images``: a path (HDF5 file, FITS file or folder of FITS files), a 2-D array (one
+        image), a 3-D array (a stack), or a list of 2-D arrays and paths. ``mask`` (non-zero
+        = bad pixel): for a FITS file, a FITS mask of its shape (or of one plane of a cube);
+        for a folder, a folder of masks named as its files (a file without one has none);
+        for arrays, an array or a list of arrays of their shapes."""
+        if isinstance(images, (str, Path)):
+            yield from self._path(Path(images), mask)
+            return
+        if isinstance(images, np.ndarray):
+            images = [images] if images.ndim == 2 else list(images)
+        members = list(images)
+        if not members:
+            raise InputError("no images given: an empty list")
+        masks = self._array_masks(mask, len(members))
+        if any(not isinstance(m, (str, Path)) for m in members):
+            message = _scale_problem(
+                "arrays", None, self.model_scale, self.pixel_scale, "arrays carry none"
+            )
+            if message and not self.allow_mismatch:
+                raise InputError(message)
+        for k, member in enumerate(members):
+            if isinstance(member, (str, Path)):
+                yield from self._member(Path(member), None)
+            else:
+                yield self.maker(f"[{k}]", member, masks[k])
+
+    @staticmethod
+    def _array_masks(mask, count: int) -> list:
+        if mask is None:
+            return [None] * count
+        if isinstance(mask, (str, Path)):
+            raise InputError(
+                "mask= for arrays must be arrays too (a FITS mask goes with FITS input)"
+            )
+        masks = [mask] if isinstance(mask, np.ndarray) and mask.ndim == 2 else list(mask)
+        if len(masks) != count:
+            raise InputError(f"{len(masks)} masks for {count} images: give one per image")
+        return masks
+
+    def _path(self, path: Path, mask) -> Iterator[Stamp]:
+        if not path.exists():
+            raise InputError(f"input {path} does not exist")
+        if mask is not None and not Path(mask).exists():
+            raise InputError(f"mask {mask} does not exist")
+        if path.is_dir():
+            files = _fits_files(path)
+            if not files:
+                raise InputError(f"folder {path} holds no FITS files ({', '.join(FITS_SUFFIXES)})")
+            if mask is not None and not Path(mask).is_dir():
+                raise InputError(f"mask={mask}: for a folder of images give a folder of masks")
+            for member in files:
+                own = Path(mask) / member.name if mask is not None else None
+                yield from self._member(member, own if own is not None and own.exists() else None)
+        elif path.name.lower().endswith(HDF5_SUFFIXES):
+            if mask is not None:
+                raise InputError("mask= is for FITS input; an HDF5 file's images are used whole")
+            yield from self._hdf5(path)
+        elif path.name.lower().endswith(FITS_SUFFIXES):
+            yield from self._fits_file(path, mask, alone=True)
         else:
-            yield maker(f"[{k}]", member)
+            raise InputError(
+                f"input {path}: unknown type; give an HDF5 file ({', '.join(HDF5_SUFFIXES)}), "
+                f"a FITS file ({', '.join(FITS_SUFFIXES)}) or a folder of FITS files"
+            )
+
+    def _hdf5(self, path: Path) -> Iterator[Stamp]:
+        with open_images(path) as f:
+            ds = f["images"]
+            scale = hdf5_pixel_scale(f.attrs)
+            if scale is None and self.pixel_scale is None:
+                log.warning(
+                    "%s states no pixel scale: taking it as the model's %.5g arcsec/pixel "
+                    "(pass pixel_scale= to check it)",
+                    path,
+                    self.model_scale,
+                )
+            else:
+                message = _scale_problem(str(path), scale, self.model_scale, self.pixel_scale)
+                if message and not self.allow_mismatch:
+                    raise InputError(message)
+            chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
+            for start in range(0, len(ds), chunk):
+                block = ds[start : start + chunk]
+                for k, image in enumerate(block):
+                    stamp = self.maker(f"{path.name}[{start + k}]", image)
+                    note(stamp)
+                    yield stamp
+
+    def _fits_file(self, path: Path, mask, alone: bool = False) -> Iterator[Stamp]:
+        """The stamps of one FITS file: one for a 2-D image, one per plane of a cube. A problem
+        with the file as a whole is an InputError, and so is an unusable 2-D image when the
+        file is the whole input (``alone``)."""
+        with _open_fits(path) as hdul:
+            index, hdu = _first_image_hdu(hdul, path)
+            header_scale = fits_pixel_scale(hdu.header)
+            message = _scale_problem(str(path), header_scale, self.model_scale, self.pixel_scale)
+            if message and not self.allow_mismatch:
+                raise InputError(message)
+            try:
+                data = hdu.data
+            except Exception as err:  # noqa: BLE001
+                raise InputError(f"{path}: cannot read the image data: {err}") from err
+            bad = read_mask(mask, data.shape) if mask is not None else None
+            if data.ndim == 2:
+                # a folder's or list's member is named by its file, as its row's source
+                stamp = self.maker(
+                    f"{path.name}[{index}]" if alone else path.name, np.array(data), bad
+                )
+                if alone and stamp.image is None and stamp.flag & UNUSABLE:
+                    raise InputError(stamp.problem)
+                if alone:
+                    note(stamp)  # a member's row is noted by _member
+                yield stamp
+            elif data.ndim == 3:  # a cube of cutouts, one per plane
+                for plane in range(data.shape[0]):
+                    plane_bad = None if bad is None else (bad if bad.ndim == 2 else bad[plane])
+                    stamp = self.maker(
+                        f"{path.name}[{index}][{plane}]", np.array(data[plane]), plane_bad
+                    )
+                    note(stamp)
+                    yield stamp
+            else:
+                raise InputError(
+                    f"{path}: image data has shape {data.shape}, expected 2-D or a 3-D cube"
+                )
+
+    def _member(self, path: Path, mask) -> Iterator[Stamp]:
+        """The stamps of one FITS file of a folder or list: a problem with the file flags its
+        row (one row) instead of stopping the whole input."""
+        try:
+            stamps = list(self._fits_file(path, mask))
+        except InputError as err:
+            text = str(err).replace(str(path), path.name)
+            name = "unreadable"
+            if "pixel scale" in text:
+                name = "pixel_scale"
+            elif "expected 2-D" in text:
+                name = "not_2d"
+            stamps = [Stamp(path.name, None, BITS[name], f"{name}: {text}")]
+        for stamp in stamps:
+            note(stamp)
+            yield stamp
 
 
-def _iter_path(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
-    if not path.exists():
-        raise InputError(f"input {path} does not exist")
-    if path.is_dir():
-        files = _fits_files(path)
-        if not files:
-            raise InputError(f"folder {path} holds no FITS files ({', '.join(FITS_SUFFIXES)})")
-        for member in files:
-            yield from _member_stamps(member, maker, model_scale, allow_mismatch, pixel_scale)
-    elif path.name.lower().endswith(HDF5_SUFFIXES):
-        yield from _iter_hdf5(path, maker, model_scale, allow_mismatch, pixel_scale)
-    elif path.name.lower().endswith(FITS_SUFFIXES):
-        yield from _iter_fits_file(
-            path, maker, model_scale, allow_mismatch, pixel_scale, alone=True
-        )
-    else:
-        raise InputError(
-            f"input {path}: unknown type; give an HDF5 file ({', '.join(HDF5_SUFFIXES)}), "
-            f"a FITS file ({', '.join(FITS_SUFFIXES)}) or a folder of FITS files"
-        )
+def read_mask(path, shape) -> np.ndarray:
+    """A FITS mask (non-zero = bad) for an image of ``shape`` (2-D, or a cube: then a mask of
+    one plane serves every plane)."""
+    try:
+        data = fits.getdata(path)
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"mask {path} is not a readable FITS image: {err}") from err
+    if data is None or data.shape not in (tuple(shape), tuple(shape[-2:])):
+        got = None if data is None else data.shape
+        raise InputError(f"mask {path} has shape {got}; the image has {tuple(shape)}")
+    return np.asarray(data) != 0
 
 
 def count_images(images) -> int | None:
@@ -291,30 +419,6 @@ def _scale_problem(source: str, scale, model_scale: float, given, why: str = "")
     return scale_mismatch(source, scale, model_scale)
 
 
-def _iter_hdf5(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
-    with open_images(path) as f:
-        ds = f["images"]
-        scale = hdf5_pixel_scale(f.attrs)
-        if scale is None and pixel_scale is None:
-            log.warning(
-                "%s states no pixel scale: taking it as the model's %.5g arcsec/pixel "
-                "(pass pixel_scale= to check it)",
-                path,
-                model_scale,
-            )
-        else:
-            message = _scale_problem(str(path), scale, model_scale, pixel_scale)
-            if message and not allow_mismatch:
-                raise InputError(message)
-        chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
-        for start in range(0, len(ds), chunk):
-            block = ds[start : start + chunk]
-            for k, image in enumerate(block):
-                stamp = maker(f"{path.name}[{start + k}]", image)
-                note(stamp)
-                yield stamp
-
-
 def _open_fits(path: Path):
     """``fits.open``, memory-mapped unless the image is scaled (BSCALE/BZERO/BLANK), which
     astropy cannot memory-map; InputError naming the file if it is not readable FITS."""
@@ -331,59 +435,7 @@ def _open_fits(path: Path):
     return hdul
 
 
-def _iter_fits_file(
-    path: Path, maker, model_scale, allow_mismatch, pixel_scale, alone: bool = False
-) -> Iterator[Stamp]:
-    """The stamps of one FITS file: one for a 2-D image, one per plane of a cube. A problem
-    with the file as a whole is an InputError, and so is an unusable 2-D image when the file
-    is the whole input (``alone``)."""
-    with _open_fits(path) as hdul:
-        index, hdu = _first_image_hdu(hdul, path)
-        message = _scale_problem(str(path), fits_pixel_scale(hdu.header), model_scale, pixel_scale)
-        if message and not allow_mismatch:
-            raise InputError(message)
-        try:
-            data = hdu.data
-        except Exception as err:  # noqa: BLE001
-            raise InputError(f"{path}: cannot read the image data: {err}") from err
-        if data.ndim == 2:
-            # a folder's or list's member is named by its file, as its row's source
-            stamp = maker(f"{path.name}[{index}]" if alone else path.name, np.array(data))
-            if alone and stamp.image is None and stamp.flag & UNUSABLE:
-                raise InputError(stamp.problem)
-            if alone:
-                note(stamp)  # a member's row is noted by _member_stamps
-            yield stamp
-        elif data.ndim == 3:  # a cube of cutouts, one per plane
-            for plane in range(data.shape[0]):
-                stamp = maker(f"{path.name}[{index}][{plane}]", np.array(data[plane]))
-                note(stamp)
-                yield stamp
-        else:
-            raise InputError(
-                f"{path}: image data has shape {data.shape}, expected 2-D or a 3-D cube"
-            )
-
-
 def _fits_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES)
     )
-
-
-def _member_stamps(path: Path, maker, model_scale, allow_mismatch, pixel_scale) -> Iterator[Stamp]:
-    """The stamps of one FITS file of a folder or list: a problem with the file flags its row
-    (one row) instead of stopping the whole input."""
-    try:
-        stamps = list(_iter_fits_file(path, maker, model_scale, allow_mismatch, pixel_scale))
-    except InputError as err:
-        text = str(err).replace(str(path), path.name)
-        name = "unreadable"
-        if "pixel scale" in text:
-            name = "pixel_scale"
-        elif "expected 2-D" in text:
-            name = "not_2d"
-        stamps = [Stamp(path.name, None, BITS[name], f"{name}: {text}")]
-    for stamp in stamps:
-        note(stamp)
-        yield stamp

@@ -55,6 +55,7 @@ def run(cfg: DictConfig):
         quality=cfg.quality,
         pixel_scale=pixel_scale,
         allow_mismatch=cfg.allow_pixel_scale_mismatch,
+        mask=cfg.mask,
         progress=cfg.progress,
     )
     seconds = time.perf_counter() - start

@@ -331,3 +331,40 @@ def test_hdf5_pixel_scale_attribute_names():
     assert hdf5_pixel_scale({"PIXSCALE": np.float32(0.03)}) == pytest.approx(0.03)
     assert hdf5_pixel_scale({"pixel_scale": "unknown", "scale": 0.2}) == 0.2
     assert hdf5_pixel_scale({"zeropoint": 25.0}) is None
+
+
+def test_a_mask_marks_bad_pixels_for_a_file_and_a_folder(tiny_ckpt, test_images, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "masks").mkdir()
+    cutout(tmp_path / "in" / "a.fits", test_images[0])
+    cutout(tmp_path / "in" / "b.fits", test_images[1])
+    few, many = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    few[0, :10] = 1  # 10 pixels: replaced by noise
+    many[:20] = 1  # 31%: no measurement
+    fits.PrimaryHDU(few).writeto(tmp_path / "masks" / "a.fits")
+    fits.PrimaryHDU(many).writeto(tmp_path / "masks" / "b.fits")
+    folder = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tmp_path / 'in'}", f"mask={tmp_path / 'masks'}",
+            f"output={tmp_path / 'c.csv'}",
+        )
+    )  # fmt: skip
+    assert folder["invalid_fraction"][0] == pytest.approx(10 / 64**2)
+    assert folder["flag"][1] == BITS["invalid_pixels"] and np.isnan(folder["re"][1])
+    one = run_predict(
+        predict_config(
+            f"ckpt={tiny_ckpt}", f"input={tmp_path / 'in' / 'a.fits'}",
+            f"mask={tmp_path / 'masks' / 'a.fits'}", f"output={tmp_path / 'c.csv'}",
+        )
+    )  # fmt: skip
+    assert one["invalid_fraction"][0] == folder["invalid_fraction"][0]
+    with pytest.raises(
+        InputError, match=r"mask .*b\.fits has shape \(64, 64\); the image has \(80, 80\)"
+    ):
+        cutout(tmp_path / "big.fits", np.pad(test_images[0], 8))
+        run_predict(
+            predict_config(
+                f"ckpt={tiny_ckpt}", f"input={tmp_path / 'big.fits'}",
+                f"mask={tmp_path / 'masks' / 'b.fits'}", f"output={tmp_path / 'c.csv'}",
+            )
+        )  # fmt: skip
