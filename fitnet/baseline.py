@@ -4,7 +4,7 @@ every stamp of an HDF5 file (the data layout), resumable, in parallel (needs the
 Stamps padded to the stored size are fitted on their original ``size`` cutout only (from
 ``/params/size``), as a real small cutout would be. The catalogue has the columns of ``fitnet.predict`` (``row, source, mag, n, re, q, flag,
 problem``) plus ``seconds`` (time of each fit on one core), so ``fitnet.evaluate`` can put the
-network and the fitter side by side. ``flag`` 16 marks fits that did not converge.
+network and the fitter side by side. ``flag`` 16 (``fit_failed``, fitnet.flags) marks fits that did not converge.
 
 Example: python -m fitnet.baseline output=imfit.csv limit=500
 """
@@ -32,6 +32,7 @@ from simulate.priors import FIT_LABELS as LABELS
 from simulate.stamps import placement
 
 from .data import DataError, describe_split
+from .flags import BITS
 from .imfit import fit_sersic, psf_image, require_pyimfit
 from .inference import UNITS, write_table
 from .inputs import hdf5_pixel_scale, scales_differ
@@ -39,7 +40,6 @@ from .runtime import as_list, command
 
 log = logging.getLogger(__name__)
 
-FLAG_FIT_FAILED = 16
 _STATE: dict = {}
 
 
@@ -171,8 +171,8 @@ def _assemble(parts: Path, n_chunks: int, data: Path, count: int) -> Table:
     table["seconds"] = columns["seconds"]
     table["seconds"].unit = "s"
     ok = columns["ok"].astype(bool)
-    table["flag"] = np.where(ok, 0, FLAG_FIT_FAILED).astype(np.int32)
-    table["problem"] = np.where(ok, "", "imfit did not converge")
+    table["flag"] = np.where(ok, 0, BITS["fit_failed"]).astype(np.int32)
+    table["problem"] = np.where(ok, "", "fit_failed: imfit did not converge")
     table.meta["fitter"] = (
         "pyimfit: one Sersic, true PSF without pixel response, moment start, known noise"
     )

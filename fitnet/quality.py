@@ -375,7 +375,14 @@ class Checker:
             if merged is not None:
                 dy, dx = merged
                 c.set("neighbours", f"a second peak at ({dx:+.0f}, {dy:+.0f}) px in the source")
-        others = [k for k in range(1, len(snr)) if k != own and snr[k] >= self.q.min_significance]
+        # A neighbour is a source of its own: a peak well above the noise (fragments of the
+        # source's faint outskirts and noise just reach the detection threshold).
+        peak = ndimage.maximum(seg.smoothed, seg.data, np.arange(len(snr)))
+        floor = self.q.neighbour_peak_nsigma * rms * self.smooth_noise
+        others = [
+            k for k in range(1, len(snr))
+            if k != own and snr[k] >= self.q.min_significance and peak[k] >= floor
+        ]  # fmt: skip
         c.columns["n_neighbours"] = len(others)
         if not others:
             return stamp
