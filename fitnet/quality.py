@@ -162,7 +162,9 @@ class Checker:
         threshold = self.q.detect_nsigma * rms * self.smooth_noise
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoDetectionsWarning)  # an empty stamp is an answer
-            seg = detect_sources(smoothed, threshold, n_pixels=int(self.q.detect_npixels))
+            seg = detect_sources(
+                smoothed, threshold, int(self.q.detect_npixels)
+            )  # positional: named npixels before photutils 3, n_pixels since
         if seg is None:
             return None
         maxima = smoothed == ndimage.maximum_filter(smoothed, size=int(self.q.blend_separation_px))
