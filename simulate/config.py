@@ -84,6 +84,13 @@ class Bounds:
 
 
 @dataclass
+class Companions:
+    mean_count: float = MISSING  # Poisson mean per stamp
+    distance_px: list[float] = MISSING  # pixel, [min, max]
+    delta_mag: list[float] = MISSING  # mag, [min, max] of companion - galaxy
+
+
+@dataclass
 class Paths:
     data_dir: str = MISSING
 
@@ -100,6 +107,7 @@ class SimulateConfig:
     workers: int = MISSING
     splits: Splits = field(default_factory=Splits)
     bounds: Bounds = field(default_factory=Bounds)
+    companions: Companions = field(default_factory=Companions)
     montage: int = MISSING
     noiseless: bool = MISSING
     overwrite: bool = MISSING
@@ -204,6 +212,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key in ("mag", "n_relative", "ln_re", "q", "pa", "offset"):
         if not merged.bounds[key] > 0:
             _fail(f"bounds.{key}", merged.bounds[key], "must be > 0")
+    comp = merged.companions
+    if not comp.mean_count >= 0:
+        _fail("companions.mean_count", comp.mean_count, "must be >= 0 (0 = none)")
+    for key, lo in (("distance_px", 0.0), ("delta_mag", -math.inf)):
+        pair = list(comp[key])
+        if len(pair) != 2 or not lo <= pair[0] <= pair[1]:
+            _fail(f"companions.{key}", pair, f"must be [min, max] with {lo} <= min <= max")
     if merged.workers < 0:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:

@@ -64,6 +64,12 @@ EXTRA_COLUMNS.update(
 )
 
 LABEL_DTYPES = {"size": "int32"}
+#: The column of files simulated with companions (simulate companions.mean_count > 0).
+COMPANION_COLUMN = (
+    "int32",
+    "",
+    "other galaxies in the stamp (their light is in /images, not in /noiseless or the labels)",
+)
 
 
 def column_spec() -> dict[str, tuple[str, str, str]]:
@@ -116,10 +122,17 @@ def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) ->
 
 
 def create_split(
-    path: Path, n_rows: int, stamp_size: int, attrs: dict, config_yaml: str, noiseless: bool = False
+    path: Path,
+    n_rows: int,
+    stamp_size: int,
+    attrs: dict,
+    config_yaml: str,
+    noiseless: bool = False,
+    companions: bool = False,
 ) -> h5py.File:
     """Create an empty split file with every dataset pre-allocated (deterministic layout);
-    with ``noiseless``, also /noiseless for the stamps before noise."""
+    with ``noiseless``, also /noiseless for the stamps before noise; with ``companions``,
+    also /params/n_companions."""
     f = h5py.File(path, "w", libver="earliest", track_order=False)
     f.attrs["format"] = FORMAT_NAME
     f.attrs["format_version"] = FORMAT_VERSION
@@ -147,7 +160,10 @@ def create_split(
         stack.attrs["units"] = "e-/s per pixel"
         stack.attrs["description"] = description
     group = f.create_group("params")
-    for name, (dtype, units, description) in column_spec().items():
+    columns = column_spec()
+    if companions:
+        columns["n_companions"] = COMPANION_COLUMN
+    for name, (dtype, units, description) in columns.items():
         ds = group.create_dataset(name, shape=(n_rows,), dtype=dtype, track_times=False)
         ds.attrs["units"] = units
         ds.attrs["description"] = description

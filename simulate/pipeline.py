@@ -36,7 +36,7 @@ from .bounds import fisher_matrix, label_bounds
 from .config import split_ranges, validate
 from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
 from .noise import add_noise, background_rms, matched_filter_snr
-from .priors import FIT_LABELS, draw_parameters, n_grid
+from .priors import FIT_LABELS, draw_companions, draw_parameters, n_grid
 from .render import StampRenderer, flux_from_mag
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,11 @@ DATA_KEYS = ("instrument", "prior", "render", "n", "seed", "splits", "bounds")
 
 def data_config(cfg: DictConfig) -> DictConfig:
     # noiseless=true adds a dataset; without it the data, and so the digest, is as it always was
-    return OmegaConf.masked_copy(
-        cfg, [*DATA_KEYS, *(["noiseless"] if cfg.get("noiseless") else [])]
-    )
+    # so do companions (companions.mean_count > 0)
+    optional = ["noiseless"] if cfg.get("noiseless") else []
+    if cfg.get("companions") is not None and cfg.companions.mean_count > 0:
+        optional.append("companions")
+    return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *optional])
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -88,13 +90,16 @@ def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.n
 
 
 def render_block(
-    renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None
+    renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None, companions=None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Noisy float32 stamps, the same without noise, and the derived columns for the galaxies
     described by ``params``.
 
     Galaxies with ``params["crb"]`` true also get Cramer-Rao bounds (``bounds`` holds the
-    finite-difference steps, ``n_grid`` the render n grid).
+    finite-difference steps, ``n_grid`` the render n grid). With ``companions`` (a dict of the
+    master ``seed``, the ``prior`` and the ``companions`` config), each stamp also holds the
+    galaxy's companions (``priors.draw_companions``); /noiseless and the derived columns (flux
+    in the stamp, S/N, bounds) are those of the galaxy alone, and ``n_companions`` counts them.
     """
     m, s = len(params["index"]), renderer.stamp_size
     images, noiseless = np.empty((2, m, s, s), dtype=np.float32)
@@ -112,7 +117,18 @@ def render_block(
         extra["flux_stamp"][k] = stamp.sum()
         extra["snr"][k] = matched_filter_snr(stamp, instrument)
         extra["x_center"][k], extra["y_center"][k] = renderer.centre(p["dx"], p["dy"], p["size"])
-        images[k] = add_noise(stamp, instrument, params["noise_seed"][k])
+        light = stamp
+        if companions is not None:
+            others = draw_companions(
+                companions["seed"], params["index"][k], p["mag"], companions["prior"],
+                companions["companions"], n_grid,
+            )  # fmt: skip
+            extra.setdefault("n_companions", np.zeros(m, dtype=np.int32))[k] = len(others)
+            for c in others:
+                light = light + renderer.render(
+                    **{**c, "dx": p["dx"] + c["dx"], "dy": p["dy"] + c["dy"], "size": p["size"]}
+                )
+        images[k] = add_noise(light, instrument, params["noise_seed"][k])
         noiseless[k] = stamp
     return images, noiseless, extra
 
@@ -131,7 +147,9 @@ def noiseless_path(image_path: Path) -> Path:
 _WORKER: dict = {}
 
 
-def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid, noiseless: bool) -> None:
+def _init_worker(
+    instrument: dict, render: dict, bounds: dict, n_grid, noiseless: bool, companions=None
+) -> None:
     # An initializer that raises makes a Pool start new workers for ever: keep the error and
     # raise it from the first task instead, which stops the run.
     try:
@@ -142,8 +160,28 @@ def _init_worker(instrument: dict, render: dict, bounds: dict, n_grid, noiseless
         _WORKER["renderer"] = StampRenderer(instrument, render)
         _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
         _WORKER["noiseless"] = noiseless
+        _WORKER["companions"] = companions_state(companions)
     except Exception as err:  # noqa: BLE001 - re-raised by _render_part
         _WORKER["error"] = err
+
+
+def companions_state(companions: dict | None) -> dict | None:
+    """The worker's companion settings (seed, prior, companions) as OmegaConf objects."""
+    if companions is None:
+        return None
+    return {**companions, "prior": OmegaConf.create(companions["prior"]),
+            "companions": OmegaConf.create(companions["companions"])}  # fmt: skip
+
+
+def companions_of(cfg: DictConfig) -> dict | None:
+    """What the workers need to draw companions, or None when ``companions.mean_count`` is 0."""
+    if not cfg.companions.mean_count > 0:
+        return None
+    return {
+        "seed": int(cfg.seed),
+        "prior": OmegaConf.to_container(cfg.prior, resolve=True),
+        "companions": OmegaConf.to_container(cfg.companions, resolve=True),
+    }
 
 
 def _render_part(task) -> int:
@@ -151,7 +189,12 @@ def _render_part(task) -> int:
         raise RuntimeError(f"a rendering worker could not start: {_WORKER['error']}")
     part_dir, window, block, positions, params = task
     images, noiseless, extra = render_block(
-        _WORKER["renderer"], _WORKER["instrument"], params, _WORKER["bounds"], _WORKER["n_grid"]
+        _WORKER["renderer"],
+        _WORKER["instrument"],
+        params,
+        _WORKER["bounds"],
+        _WORKER["n_grid"],
+        _WORKER["companions"],
     )
     params = {k: v for k, v in params.items() if k != "crb"}
     image_path, meta_path = part_paths(part_dir, window, block)
@@ -258,6 +301,7 @@ def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progres
         OmegaConf.to_container(cfg.bounds, resolve=True),
         n_grid(cfg.prior.n, cfg.render.n_grid_points),
         cfg.noiseless,
+        companions_of(cfg),
     )
     bar = tqdm(total=remaining, unit="gal", desc="render", disable=not progress, smoothing=0.05)
     with ExitStack() as stack:
@@ -301,7 +345,15 @@ def _assemble(cfg: DictConfig, part_dir: Path, out_dir: Path, ranges: dict, dige
                 n_grid_points=cfg.render.n_grid_points,
             )
             handles[split] = stack.enter_context(
-                create_split(tmp, hi - lo, stamp, attrs, config_yaml, cfg.noiseless)
+                create_split(
+                    tmp,
+                    hi - lo,
+                    stamp,
+                    attrs,
+                    config_yaml,
+                    cfg.noiseless,
+                    companions=companions_of(cfg) is not None,
+                )  # fmt: skip
             )
         for window, (start, stop) in enumerate(windows(cfg.n, cfg.render.sort_window)):
             _assemble_window(part_dir, window, start, stop, ranges, handles)

@@ -93,3 +93,35 @@ def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int) -
         "size": sizes,
         "noise_seed": noise_seeds,
     }
+
+
+def companion_stream(seed: int, index: int) -> np.random.SeedSequence:
+    """The random stream of galaxy ``index``'s companions: its own, so that the galaxy's
+    parameters and noise are the same with companions or without."""
+    return np.random.SeedSequence(seed, spawn_key=(int(index), 1))
+
+
+def draw_companions(seed: int, index: int, mag: float, prior, companions, grid) -> list[dict]:
+    """The companions of galaxy ``index`` (AB magnitude ``mag``): a Poisson number of
+    ``companions.mean_count``, each at a distance uniform in ``companions.distance_px`` (pixel)
+    in a uniform direction, ``mag`` plus a uniform ``companions.delta_mag`` (mag), and n, re, q,
+    pa from ``prior`` (n rounded to ``grid``). Keys as ``StampRenderer.render`` takes them, with
+    dx, dy the offsets in pixel from the stamp centre before the galaxy's own offset."""
+    rng = np.random.default_rng(companion_stream(seed, index))
+    out = []
+    for _ in range(rng.poisson(companions.mean_count)):
+        distance = rng.uniform(*companions.distance_px)
+        angle = rng.uniform(0.0, 2 * np.pi)
+        n = rng.uniform(prior.n.min, prior.n.max)
+        out.append(
+            {
+                "mag": mag + rng.uniform(*companions.delta_mag),
+                "n": float(round_to_grid(np.array([n]), grid)[0]),
+                "re": float(np.exp(rng.uniform(np.log(prior.re.min), np.log(prior.re.max)))),
+                "q": rng.uniform(prior.q.min, prior.q.max),
+                "pa": rng.uniform(prior.pa.min, prior.pa.max),
+                "dx": distance * np.cos(angle),
+                "dy": distance * np.sin(angle),
+            }
+        )
+    return out

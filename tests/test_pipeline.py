@@ -160,3 +160,36 @@ def test_noiseless_is_off_by_default_and_keeps_the_digest(sim_config, tmp_path):
         assert "noiseless" not in f
     assert "noiseless" not in pipeline.data_config(cfg)  # digests of earlier data sets hold
     assert "noiseless" in pipeline.data_config(sim_config("noiseless=true"))
+
+
+def test_companions_add_light_but_leave_the_galaxy_as_it_was(sim_config, tmp_path):
+    plain, crowded = tmp_path / "plain", tmp_path / "crowded"
+    run_simulation(sim_config("montage=0", "noiseless=true", out_dir=plain), progress=False)
+    run_simulation(
+        sim_config("montage=0", "noiseless=true", "companions.mean_count=2", out_dir=crowded),
+        progress=False,
+    )
+    a, b = read_params(plain / "train.h5"), read_params(crowded / "train.h5")
+    for name in ("mag", "n", "re", "q", "snr", "noise_seed"):
+        assert np.array_equal(a[name], b[name]), name  # the galaxy, its noise seed, its S/N
+    assert "n_companions" not in a and b["n_companions"].mean() > 0.5
+    with h5py.File(plain / "train.h5") as fa, h5py.File(crowded / "train.h5") as fb:
+        assert np.array_equal(fa["noiseless"][()], fb["noiseless"][()])
+        extra = fb["images"][()].sum(axis=(1, 2)) - fa["images"][()].sum(axis=(1, 2))
+    with_any = b["n_companions"] > 0
+    assert np.all(extra[with_any] > 0) and np.allclose(extra[~with_any], 0)
+
+
+def test_companions_off_leave_the_digest_unchanged(sim_config):
+    from simulate.pipeline import config_digest
+
+    base = config_digest(sim_config())
+    assert config_digest(sim_config("companions.distance_px=[5,9]")) == base
+    assert config_digest(sim_config("companions.mean_count=1")) != base
+
+
+def test_bad_companion_ranges_are_refused(sim_config):
+    from simulate.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"companions\.distance_px=\[9\.0, 5\.0\]"):
+        validate(sim_config("companions.distance_px=[9,5]"))
