@@ -8,12 +8,15 @@ Each image (sky-subtracted e-/s per pixel, any size) is checked before the netwo
 3. background and noise: the median and the robust rms (1.4826 x the median absolute
    deviation) of the border ring, sources excluded, against the model's noise rms;
 4. detection (photutils, on the Gaussian-smoothed image): the target is the source at the
-   centre, or the nearest within ``search_radius_px``; its flux-weighted centroid;
+   centre, or the nearest within ``search_radius_px``; its centroid about the peak nearest the
+   centre (a brighter neighbour in the same footprint does not pull it);
 5. recentring: a source off by more than ``recentre_px`` is moved to the stamp centre (an
    integer shift, recorded) when the image holds ``min_context_px`` of data on every side of it,
-   else flagged ``off_centre``;
-6. neighbours: the other sources' pixels (dilated) are replaced by noise; touching footprints
-   are flagged;
+   else flagged ``off_centre``; unless more light sits at the centre than at its mirror point
+   through the source (another source at the centre: flagged ``neighbours``);
+6. neighbours: the pixels of other sources with a peak of their own are replaced by noise; one
+   touching the source with enough flux, or a second prominent peak inside its footprint (a
+   blend), is flagged;
 7. significance: the S/N of the source's flux in the best of a few Gaussian weights about the
    centre; below ``min_significance`` the row is ``no_source``, not measured.
 
