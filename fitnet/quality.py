@@ -124,6 +124,7 @@ class Checker:
     """The checks of one model: its stamp size (pixel) and noise rms (e-/s per pixel)."""
 
     MAX_PEAKS = 8  # local maxima of a segment examined, highest first (a bound on the work)
+    MIN_BORDER_PIXELS = 50  # fewer source-free border pixels than this: use the whole ring
 
     def __init__(self, quality, stamp_size: int, noise_rms: float):
         validate(quality)
@@ -151,7 +152,7 @@ class Checker:
         ring = np.ones(data.shape, dtype=bool)
         ring[b:-b, b:-b] = False
         values = data[ring & ~exclude]
-        if values.size < 50:
+        if values.size < self.MIN_BORDER_PIXELS:
             values = data[ring]
         median = float(np.median(values))
         rms = MAD_TO_RMS * float(np.median(np.abs(values - median)))
@@ -276,7 +277,8 @@ class Checker:
         median, rms = self.noise_stats(data, bad[ys, xs])
         seg = self.segments(data, rms)
         if seg is not None:
-            sources = ndimage.binary_dilation(seg.data > 0, iterations=2)
+            grow = max(int(self.q.neighbour_dilate_px), 1)
+            sources = ndimage.binary_dilation(seg.data > 0, iterations=grow)
             median, rms = self.noise_stats(data, bad[ys, xs] | sources)
         self._background(c, median, rms)
         shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
