@@ -22,11 +22,12 @@ import time
 
 import h5py
 import numpy as np
+import torch
 
 import fitnet
 from fitnet.flags import BITS, names
 from fitnet.labels import spec_error
-from fitnet.noise import NOISE_ATTRS
+from fitnet.noise import NOISE_ATTRS, CCDNoise
 
 RIGHT_MAG = 0.1  # mag, |dmag| below which a row counts as measured right
 RIGHT_RE = 0.15  # |dre / re| below which a row counts as measured right
@@ -36,21 +37,21 @@ def read(path, count):
     with h5py.File(path) as f:
         if "noiseless" not in f:
             raise SystemExit(f"{path} has no /noiseless: simulate it with noiseless=true")
-        attrs = {k: float(f.attrs[k]) for k in NOISE_ATTRS}
+        attrs = {k: float(f.attrs[k]) for k in (*NOISE_ATTRS, "background_rms_e_per_s")}
         truth = {k: f["params"][k][:count] for k in ("mag", "re", "n", "q")}
         return f["noiseless"][:count].astype(np.float64), truth, attrs
 
 
 def noisy(noiseless, attrs, rng, depth=1.0):
-    """CCD noise as the simulator draws it (Poisson on source + sky, read noise), e-/s per
-    pixel; ``depth`` > 1 multiplies the noise rms (a shallower image)."""
-    t = attrs["exposure_time_s"]
-    sky = attrs["sky_level_e_per_s_per_pixel"] * t
-    electrons = rng.poisson(np.clip(noiseless * t + sky, 0, None)).astype(np.float64)
-    image = (electrons - sky + attrs["read_noise_e"] * rng.standard_normal(noiseless.shape)) / t
+    """New CCD noise on a noiseless stamp, the simulator's model (``fitnet.noise.CCDNoise``, from
+    the file's noise attributes), e-/s per pixel; ``depth`` > 1 multiplies the noise rms (a
+    shallower image)."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+    noise = CCDNoise.from_attrs(attrs)
+    image = noise(torch.from_numpy(np.asarray(noiseless, dtype=np.float64)), generator).numpy()
     if depth != 1.0:
-        rms = np.sqrt(attrs["sky_level_e_per_s_per_pixel"] * t + attrs["read_noise_e"] ** 2) / t
-        image += np.sqrt(depth**2 - 1) * rms * rng.standard_normal(noiseless.shape)
+        rms = attrs["background_rms_e_per_s"]
+        image = image + np.sqrt(depth**2 - 1) * rms * rng.standard_normal(image.shape)
     return image.astype(np.float32)
 
 

@@ -14,12 +14,10 @@ Table, one row per image in input order, with units on every column: the labels,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from astropy.table import Table
 
 from .inference import Predictor, catalogue
-from .runtime import UserError, checkpoint_paths, load_group, resolve_device
+from .runtime import checkpoint_paths, load_group, positive, resolve_device
 
 
 class Model:
@@ -78,18 +76,14 @@ class Model:
         FITS input a FITS mask (a folder of them for a folder). ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
         what they found; docs/guide/predict.md, "Flags").
         """
-        if isinstance(images, Path):
-            images = str(images)
-        if not input_scale > 0:
-            raise UserError(f"input_scale={input_scale!r} is not allowed: must be > 0")
         return catalogue(
             self.predictor,
             images,
             self.batch_size,
-            input_scale=float(input_scale),
+            input_scale=positive("input_scale", input_scale),
             pad_seed=pad_seed,
             quality=self.quality if checks else None,
-            pixel_scale=pixel_scale,
+            pixel_scale=positive("pixel_scale", pixel_scale, allow_null=True),
             allow_mismatch=allow_pixel_scale_mismatch,
             mask=mask,
             progress=progress,
@@ -102,6 +96,5 @@ def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
     from conf/inference)."""
     inference = load_group("inference")
     device = resolve_device(device)
-    paths = checkpoint_paths(path if path is None or isinstance(path, (list, tuple)) else str(path))
-    predictor = Predictor(paths, device, inference.amp if amp is None else amp)
+    predictor = Predictor(checkpoint_paths(path), device, inference.amp if amp is None else amp)
     return Model(predictor, int(inference.batch_size[device.type]), load_group("quality"))

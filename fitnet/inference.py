@@ -259,6 +259,8 @@ def catalogue(
     every image shows the same background or noise problem,
     the input as a whole is refused (InputError): the units or the sky are wrong, not a galaxy.
     """
+    if not isinstance(images, (str, Path, np.ndarray)):
+        images = list(images)  # read once: the reader and the progress bar both look at it
     checks = quality is not None and quality.enabled
     checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if checks else None
     maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, pad_seed, checker)

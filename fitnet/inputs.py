@@ -424,14 +424,17 @@ def _open_fits(path: Path):
     astropy cannot memory-map; InputError naming the file if it is not readable FITS."""
     try:
         hdul = fits.open(path, memmap=True)
-        _, hdu = _first_image_hdu(hdul, path)
-        if any(key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
-            hdul.close()
-            hdul = fits.open(path, memmap=False)
-    except InputError:
-        raise
     except Exception as err:  # noqa: BLE001 - astropy raises many types for bad files
         raise InputError(f"{path} is not a readable FITS file: {err}") from err
+    try:
+        _, hdu = _first_image_hdu(hdul, path)
+        scaled = any(key in hdu.header for key in ("BSCALE", "BZERO", "BLANK"))
+    except Exception:
+        hdul.close()
+        raise
+    if scaled:
+        hdul.close()
+        hdul = fits.open(path, memmap=False)
     return hdul
 
 

@@ -275,15 +275,21 @@ class FrozenRefinerHead(nn.Module):
 
 #: Registered name -> model class. A checkpoint records the name (``model_name``).
 MODELS = {"deeplegato": DeepLegato, "resnet": ResNet, "photometric": PhotometricRefiner}
-#: Class paths that configs and format-1 checkpoints name in ``_target_``, by registered name.
-TARGETS = {f"fitnet.models.{cls.__name__}": name for name, cls in MODELS.items()}
+#: The class paths that format-1 checkpoints name in ``_target_``, by registered name. Written
+#: out, not derived from the classes: they must keep meaning what they meant when a class is
+#: renamed.
+LEGACY_TARGETS = {
+    "fitnet.models.DeepLegato": "deeplegato",
+    "fitnet.models.ResNet": "resnet",
+    "fitnet.models.PhotometricRefiner": "photometric",
+}
 #: Config keys that say how to build a model rather than being its arguments.
 BUILD_KEYS = ("_target_", "_recursive_", "name")
 
 
 def model_name(model_cfg: dict) -> str:
     """The registered name of a model config: its ``name``, or that of its ``_target_``."""
-    name = model_cfg.get("name") or TARGETS.get(model_cfg.get("_target_", ""))
+    name = model_cfg.get("name") or LEGACY_TARGETS.get(model_cfg.get("_target_", ""))
     if name not in MODELS:
         raise ValueError(
             f"model {model_cfg.get('name') or model_cfg.get('_target_')!r} is not a registered "

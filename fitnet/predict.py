@@ -12,38 +12,22 @@ Example: python -m fitnet.predict input=cutouts/ output=catalogue.csv pixel_scal
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
 from omegaconf import DictConfig
 
 from .inference import Predictor, catalogue, write_table
-from .runtime import UserError, as_list, checkpoint_paths, command, resolve_device
+from .runtime import as_list, checkpoint_paths, command, positive, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def positive_number(cfg: DictConfig, key: str, allow_null: bool = False) -> float | None:
-    """``cfg[key]`` as a finite number > 0; UserError naming it otherwise."""
-    value = cfg[key]
-    if value is None and allow_null:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
-        allowed = "a number > 0" + (" or null" if allow_null else "")
-        raise UserError(f"{key}={value!r} is not allowed: must be {allowed}")
-    return number
 
 
 def run(cfg: DictConfig):
     """Predict every image of ``cfg.input`` and write the catalogue(s); return the table."""
     outputs = as_list(cfg.output)
-    input_scale = positive_number(cfg, "input_scale")
-    pixel_scale = positive_number(cfg, "pixel_scale", allow_null=True)
+    input_scale = positive("input_scale", cfg.input_scale)
+    pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
     predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
     start = time.perf_counter()
     table = catalogue(

@@ -8,9 +8,10 @@ Each image (sky-subtracted e-/s per pixel, any size) is checked before the netwo
 3. background and noise: the median and the robust rms (1.4826 x the median absolute
    deviation) of the border ring, sources excluded, against the model's noise rms;
 4. detection (photutils, on the Gaussian-smoothed image): the target is the source at the
-   centre, or the nearest within ``search_radius_px``; its centroid about the peak nearest the
-   centre (a brighter neighbour in the same footprint does not pull it);
-5. recentring: a source off by more than ``recentre_px`` is moved to the stamp centre (an
+   centre, or the nearest within ``search_radius_px``; the flux-weighted centroid of its
+   footprint, or, when the footprint holds several sources, the centroid about the peak
+   nearest the centre (a brighter neighbour in the same footprint does not pull it);
+5. recentring: a source of its own (``is_source``) off by more than ``recentre_px`` is moved to the stamp centre (an
    integer shift, recorded) when the image holds ``min_context_px`` of data on every side of it,
    else flagged ``off_centre``; unless more light sits at the centre than at its mirror point
    through the source (another source at the centre: flagged ``neighbours``);
@@ -67,6 +68,9 @@ class Segments:
     n_labels: int
     smoothed: np.ndarray
     maxima: np.ndarray
+    found: dict = field(default_factory=dict)  # label -> Checker.peaks, once computed
+    snr: np.ndarray | None = None  # per label: flux S/N (Checker.is_source), once computed
+    peak: np.ndarray | None = None  # per label: the smoothed image's highest value
 
 
 #: Catalogue columns the checks add: name -> (unit, description).
@@ -179,6 +183,11 @@ class Checker:
         image, and every other that rises ``blend_prominence`` smoothed-noise rms above the
         lowest point on the straight line to it (a bump of a galaxy's own outskirts does not;
         a neighbour merged into its footprint does). (row, column) pixels, highest first."""
+        if label not in seg.found:
+            seg.found[label] = self._peaks(seg, label, rms)
+        return seg.found[label]
+
+    def _peaks(self, seg, label: int, rms: float) -> list[tuple[int, int]]:
         smooth = seg.smoothed
         ys, xs = np.nonzero(seg.maxima & (seg.data == label))
         order = np.argsort(smooth[ys, xs])[::-1][: self.MAX_PEAKS]
@@ -211,9 +220,10 @@ class Checker:
 
     def target(self, seg, data: np.ndarray, centre: tuple[float, float], rms: float):
         """The source at ``centre`` (y, x), or the nearest one within ``search_radius_px``:
-        (label, y, x) with the centroid of the smoothed image about the segment's peak nearest
-        the centre (a brighter neighbour in the same segment does not pull it); None when
-        there is none."""
+        (label, y, x) with the flux-weighted centroid of its footprint, or, when the footprint
+        holds more than one source (``peaks``), the centroid of the smoothed image about the
+        peak nearest the centre (a brighter neighbour in the same footprint does not pull it);
+        None when there is none."""
         if seg is None or seg.n_labels == 0:
             return None
         labels = seg.data
@@ -227,12 +237,27 @@ class Checker:
                 return None
             label = labels[yy[k], xx[k]]
         found = self.peaks(seg, label, rms)
+        if len(found) == 1:  # one source: the flux-weighted centroid of its footprint
+            weights = np.where(labels == label, np.clip(data, 0, None), 0.0)
+            if weights.sum() > 0:
+                y, x = ndimage.center_of_mass(weights)
+                return int(label), float(y), float(x)
         py, px = min(found, key=lambda p: (p[0] - centre[0]) ** 2 + (p[1] - centre[1]) ** 2)
         r = int(self.q.blend_separation_px) // 2
         lo_y, lo_x = max(py - r, 0), max(px - r, 0)
         patch = np.clip(seg.smoothed[lo_y : py + r + 1, lo_x : px + r + 1], 0, None)
         dy, dx = ndimage.center_of_mass(patch) if patch.sum() > 0 else (py - lo_y, px - lo_x)
         return int(label), float(lo_y + dy), float(lo_x + dx)
+
+    def is_source(self, seg, label: int, data: np.ndarray, rms: float) -> bool:
+        """Whether segment ``label`` is a source of its own: its flux at ``min_significance``
+        and a smoothed peak of ``neighbour_peak_nsigma`` smoothed-noise rms (noise and
+        fragments of a galaxy's faint outskirts only just reach the detection threshold)."""
+        if seg.snr is None:
+            seg.snr = self.segment_snr(seg.data, data, rms)
+            seg.peak = ndimage.maximum(seg.smoothed, seg.data, np.arange(seg.n_labels + 1))
+        floor = self.q.neighbour_peak_nsigma * rms * self.smooth_noise
+        return seg.snr[label] >= self.q.min_significance and seg.peak[label] >= floor
 
     def significance(self, stamp: np.ndarray, rms: float) -> float:
         """The best S/N of the stamp's flux in the Gaussian weights about its centre."""
@@ -315,8 +340,8 @@ class Checker:
         if found is None:
             return 0, 0
         label, y, x = found
-        if self.segment_snr(seg.data, data, rms)[label] < self.q.min_significance:
-            return 0, 0  # too faint to be sure of its centroid: taken as centred
+        if not self.is_source(seg, label, data, rms):
+            return 0, 0  # noise, or too faint to be sure of its centroid: taken as centred
         y, x = y + origin[0], x + origin[1]
         c.columns["x_centroid"], c.columns["y_centroid"] = x, y
         dy, dx = y - (h - 1) / 2, x - (w - 1) / 2
@@ -375,20 +400,14 @@ class Checker:
             return stamp
         centre = ((self.stamp_size - 1) / 2,) * 2
         found = self.target(seg, stamp, centre, rms)
-        snr = self.segment_snr(seg.data, stamp, rms)
         own = found[0] if found is not None else 0
         if own:
             merged = self.blended(seg, own, rms, centre)
             if merged is not None:
                 dy, dx = merged
                 c.set("neighbours", f"a second peak at ({dx:+.0f}, {dy:+.0f}) px in the source")
-        # A neighbour is a source of its own: a peak well above the noise (fragments of the
-        # source's faint outskirts and noise just reach the detection threshold).
-        peak = ndimage.maximum(seg.smoothed, seg.data, np.arange(len(snr)))
-        floor = self.q.neighbour_peak_nsigma * rms * self.smooth_noise
         others = [
-            k for k in range(1, len(snr))
-            if k != own and snr[k] >= self.q.min_significance and peak[k] >= floor
+            k for k in range(1, seg.n_labels + 1) if k != own and self.is_source(seg, k, stamp, rms)
         ]  # fmt: skip
         c.columns["n_neighbours"] = len(others)
         if not others:

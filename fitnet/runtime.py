@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import math
 import os
 import re
 import sys
@@ -63,6 +64,34 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def positive(key: str, value, allow_null: bool = False) -> float | None:
+    """``value`` of option ``key`` as a finite number > 0 (None when ``allow_null`` and null);
+    UserError naming it otherwise."""
+    if value is None and allow_null:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+        allowed = "a number > 0" + (" or null" if allow_null else "")
+        raise UserError(f"{key}={value!r} is not allowed: must be {allowed}")
+    return number
+
+
+def group_choices(group: str) -> list[str]:
+    """The choices of a config group (its files in the packaged configs)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose_packaged(config_name: str, overrides=()):
+    """The packaged config ``config_name`` composed with ``overrides``, as Hydra would."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
 def as_list(value) -> list:
     """A config value that may be one item or a list of them, as a list."""
     if OmegaConf.is_list(value):
@@ -90,7 +119,7 @@ def help_text(module: str, config_name: str, doc: str) -> str:
     lines += [f"Options (conf/{config_name}.yaml; override any as key=value):", ""]
     lines += [line for line in _without_hydra_block(primary).splitlines() if line.strip()]
     for group, choice in _default_groups(config_name):
-        choices = sorted(p.stem for p in (root / group).glob("*.yaml"))
+        choices = group_choices(group)
         lines += ["", f"{group}= : one of {', '.join(choices)} (default {choice})"]
         if choice in choices:
             text = (root / group / f"{choice}.yaml").read_text()
@@ -133,15 +162,13 @@ def check_overrides(config_name: str, argv: list[str], module: str) -> None:
     """Compose the config with the command line's overrides before Hydra does, to turn a typo
     or an unknown choice into one line that names it (Hydra suggests ``+key=value``, which
     adds a key no code reads). A multirun's sweeps are left to Hydra."""
-    from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
 
     overrides = _overrides(argv)
     if any(a in ("-m", "--multirun") for a in argv) or not overrides:
         return
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            compose(config_name, overrides=overrides)
+        compose_packaged(config_name, overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(describe_override_error(err, config_name, overrides, module)) from err
 
@@ -162,17 +189,14 @@ def describe_override_error(err: Exception, config_name: str, overrides, module:
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing is not None:
         group, choice = missing.groups()
-        choices = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-        return f"{group}={choice}: no such choice; choose from {', '.join(choices)} ({hint})"
+        choices = ", ".join(group_choices(group))
+        return f"{group}={choice}: no such choice; choose from {choices} ({hint})"
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return f"cannot read the options {' '.join(overrides)}: {first} ({hint})"
 
 
 def _known_keys(config_name: str) -> list[str]:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config_name)
+    cfg = compose_packaged(config_name)
     keys = []
 
     def walk(node, prefix):

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -204,6 +205,7 @@ class Run:
     train_batches: Batches
     val_batches: Batches
     val_true: dict
+    val_z: np.ndarray  # the validation labels, standardised (for the sigma calibration)
     augment: bool
     history: list = field(default_factory=list)
     best: float = math.inf
@@ -266,11 +268,12 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     else:
         train_batches = batches_of("train", noise_generator)
         val_batches = batches_of("val", noise_generator)
+    val_true = read_labels(paths["val"], targets)
     run = Run(
         cfg, targets, device, output_dir, start, stamp_size, attrs["train"],
         training_prior(paths["train"][0], targets), model, step_model,
         optimizer, scheduler, generator, noise_generator, train_batches, val_batches,
-        read_labels(paths["val"], targets), augment,
+        val_true, start.scaler.encode(val_true), augment,
     )  # fmt: skip
     if start.kind == "resume":
         restore(run, start.checkpoint)
@@ -337,7 +340,7 @@ def fit_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
     val_loss, mean, sigma_z = evaluate(run.step_model, run.val_batches, cfg)
     pred, _ = scaler.decode(mean)
     if sigma_z is not None:
-        scores = (scaler.encode(run.val_true) - mean) / sigma_z
+        scores = (run.val_z - mean) / sigma_z
         mag_pred = pred[:, run.targets.index("mag")] if "mag" in run.targets else None
         scaler.calibrate(scores, mag_pred, cfg.calibration.mag_edges, cfg.calibration.min_count)
     metrics = label_metrics({name: pred[:, j] for j, name in enumerate(run.targets)}, run.val_true)

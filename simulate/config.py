@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import galsim
+from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -246,8 +247,6 @@ def check_psf(instrument) -> None:
         value = spec.get(key)
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
             _fail(f"instrument.psf.{key}", value, "must be a size > 0 (arcsec)")
-    from hydra.utils import instantiate
-
     try:
         psf = instantiate(instrument.psf)
         fwhm = float(psf.calculateFWHM())

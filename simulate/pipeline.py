@@ -49,7 +49,7 @@ def data_config(cfg: DictConfig) -> DictConfig:
     # noiseless=true adds a dataset; without it the data, and so the digest, is as it always was
     # so do companions (companions.mean_count > 0)
     optional = ["noiseless"] if cfg.get("noiseless") else []
-    if cfg.get("companions") is not None and cfg.companions.mean_count > 0:
+    if companions_of(cfg) is not None:
         optional.append("companions")
     return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *optional])
 
@@ -174,8 +174,9 @@ def companions_state(companions: dict | None) -> dict | None:
 
 
 def companions_of(cfg: DictConfig) -> dict | None:
-    """What the workers need to draw companions, or None when ``companions.mean_count`` is 0."""
-    if not cfg.companions.mean_count > 0:
+    """What the workers need to draw companions, or None when there are none
+    (``companions.mean_count`` 0, or a configuration from before the option)."""
+    if cfg.get("companions") is None or not cfg.companions.mean_count > 0:
         return None
     return {
         "seed": int(cfg.seed),

@@ -29,6 +29,13 @@ def predict_config(*overrides):
     )
 
 
+def predict_file(ckpt, path, output, *overrides):
+    """``fitnet.predict`` of one input ``path`` with checkpoint ``ckpt`` into ``output``."""
+    return run_predict(
+        predict_config(f"ckpt={ckpt}", f"input={path}", f"output={output}", *overrides)
+    )
+
+
 def cutout(path, data, scale=0.06, keyword="PIXSCALE"):
     header = fits.Header()
     if scale is not None:
@@ -137,13 +144,7 @@ def test_single_fits_mostly_nan_is_an_error(tiny_ckpt, test_images, tmp_path):
     data[:32] = np.nan
     cutout(tmp_path / "bad.fits", data)
     with pytest.raises(InputError, match=r"invalid_pixels: 50\.0% of the pixels \(> 1%\)"):
-        run_predict(
-            predict_config(
-                f"ckpt={tiny_ckpt}",
-                f"input={tmp_path / 'bad.fits'}",
-                f"output={tmp_path / 'c.csv'}",
-            )
-        )
+        predict_file(tiny_ckpt, tmp_path / "bad.fits", tmp_path / "c.csv")
 
 
 def test_without_checks_any_nan_pixel_leaves_a_row_unmeasured(tiny_ckpt, test_images, tmp_path):
@@ -151,14 +152,7 @@ def test_without_checks_any_nan_pixel_leaves_a_row_unmeasured(tiny_ckpt, test_im
     data[0, 0] = np.inf
     cutout(tmp_path / "bad.fits", data)
     with pytest.raises(InputError, match=r"bad\.fits.*1 NaN, infinite or masked pixels"):
-        run_predict(
-            predict_config(
-                f"ckpt={tiny_ckpt}",
-                f"input={tmp_path / 'bad.fits'}",
-                f"output={tmp_path / 'c.csv'}",
-                "quality=none",
-            )
-        )
+        predict_file(tiny_ckpt, tmp_path / "bad.fits", tmp_path / "c.csv", "quality=none")
 
 
 @pytest.mark.parametrize(
@@ -198,11 +192,10 @@ def test_scaled_int16_fits_is_read_as_its_float_values(tiny_ckpt, test_images, t
     scaled.scale("int16", bscale=float(np.abs(test_images[0]).max()) / 30000, bzero=0.0)
     scaled.writeto(tmp_path / "int16.fits")
     cutout(tmp_path / "float.fits", fits.getdata(tmp_path / "int16.fits"))
-    run = lambda name: run_predict(  # noqa: E731
-        predict_config(
-            f"ckpt={tiny_ckpt}", f"input={tmp_path / name}", f"output={tmp_path / 'c.csv'}"
-        )
-    )
+
+    def run(name):
+        return predict_file(tiny_ckpt, tmp_path / name, tmp_path / "c.csv")
+
     assert run("int16.fits")["re"][0] == pytest.approx(run("float.fits")["re"][0])
 
 
@@ -211,11 +204,10 @@ def test_tile_compressed_fits_is_read(tiny_ckpt, test_images, tmp_path):
     hdu = fits.CompImageHDU(test_images[0], header=header, compression_type="GZIP_2")
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "c.fits.fz")
     cutout(tmp_path / "plain.fits", test_images[0])
-    run = lambda name: run_predict(  # noqa: E731
-        predict_config(
-            f"ckpt={tiny_ckpt}", f"input={tmp_path / name}", f"output={tmp_path / 'c.csv'}"
-        )
-    )
+
+    def run(name):
+        return predict_file(tiny_ckpt, tmp_path / name, tmp_path / "c.csv")
+
     fz = run("c.fits.fz")
     # compression quantises float pixels (to a fraction of the noise): close, not equal
     assert fz["flag"][0] == 0 and fz["re"][0] == pytest.approx(run("plain.fits")["re"][0], rel=1e-4)
@@ -223,21 +215,14 @@ def test_tile_compressed_fits_is_read(tiny_ckpt, test_images, tmp_path):
 
 def test_fits_without_a_pixel_scale_is_never_assumed(tiny_ckpt, test_images, tmp_path):
     cutout(tmp_path / "bare.fits", test_images[0], scale=None)
-    config = lambda *extra: predict_config(  # noqa: E731
-        f"ckpt={tiny_ckpt}",
-        f"input={tmp_path / 'bare.fits'}",
-        f"output={tmp_path / 'c.csv'}",
-        *extra,
-    )
     with pytest.raises(InputError, match=r"bare\.fits: no pixel scale .*pass pixel_scale="):
-        run_predict(config())
-    assert run_predict(config("pixel_scale=0.06"))["flag"][0] == 0
+        predict_file(tiny_ckpt, tmp_path / "bare.fits", tmp_path / "c.csv")
+    given = predict_file(tiny_ckpt, tmp_path / "bare.fits", tmp_path / "c.csv", "pixel_scale=0.06")
+    assert given["flag"][0] == 0
     folder = tmp_path / "folder"
     folder.mkdir()
     cutout(folder / "bare.fits", test_images[0], scale=None)
-    table = run_predict(
-        predict_config(f"ckpt={tiny_ckpt}", f"input={folder}", f"output={tmp_path / 'c.csv'}")
-    )
+    table = predict_file(tiny_ckpt, folder, tmp_path / "c.csv")
     assert table["flag"][0] == FLAG_PIXEL_SCALE and "no pixel scale" in table["problem"][0]
 
 
