@@ -22,7 +22,7 @@ from simulate.io import atomic_path, package_version
 
 from .data import ImageNorm, data_dirs
 from .labels import LabelScaler
-from .models import build_model, model_name
+from .models import BoundedOutputs, build_model, model_name
 from .runtime import UserError
 
 FORMAT = "sersic-fitnet checkpoint"
@@ -113,6 +113,7 @@ def make_payload(
     prior: dict,
     cfg,
     state: dict,
+    output_bounds=None,
 ) -> dict:
     """The checkpoint dict for ``model`` (its weights are copied to the CPU)."""
     raw = getattr(model, "_orig_mod", model)  # unwrap torch.compile
@@ -135,6 +136,8 @@ def make_payload(
         "image_norm": norm.state(),
         "instrument": {k: instrument[k] for k in INSTRUMENT_ATTRS if k in instrument},
         "prior": prior,  # label -> [min, max] of the training galaxies
+        # standardised [low, high, below, above] of the means (models.BoundedOutputs), or None
+        "output_bounds": output_bounds,
         "data_dirs": data_dirs(cfg.data_dir),
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         **state,
@@ -147,6 +150,8 @@ def load_model(path: str | Path, device="cpu"):
     m = payload["model"]
     model = build_model(m["config"], m["in_chans"], m["num_outputs"], m["stamp_size"])
     model.load_state_dict(m["state_dict"])
+    if payload.get("output_bounds") is not None:  # a bounded head (train.bounded_head)
+        model = BoundedOutputs(model, *payload["output_bounds"])
     model.to(device).eval()
     return (
         model,

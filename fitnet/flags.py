@@ -36,6 +36,14 @@ FLAGS = {
         2048,
         "a prediction lies outside the physical range or beyond the training prior",
     ),
+    "bad_fit": (
+        4096,
+        "the predicted Sersic leaves a residual above the noise (quality.max_chi2_sigma): not one Sersic?",
+    ),
+    "uninformative": (
+        8192,
+        "a sigma is as wide as the training prior's own (quality.max_sigma_prior_std)",
+    ),
 }
 BITS = {name: bit for name, (bit, _) in FLAGS.items()}
 #: Bits after which the row has no measurement (the network is not run, labels are NaN).

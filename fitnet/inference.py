@@ -25,7 +25,9 @@ from .flags import BITS
 from .inputs import InputError, Stamp, StampMaker, count_images, iter_stamps
 from .labels import TARGETS
 from .quality import COLUMNS as CHECK_COLUMNS
-from .quality import Checker, out_of_range
+from .quality import Checker, prediction_checks
+from .residuals import COLUMNS as FIT_COLUMNS
+from .residuals import NEEDS, FitCheck
 from .runtime import UserError
 
 TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
@@ -165,32 +167,37 @@ def batched(stamps: Iterable[Stamp], batch_size: int) -> Iterator[list[Stamp]]:
 
 
 def predict_table(
-    predictor: Predictor,
-    stamps: Iterable[Stamp],
-    batch_size: int,
-    progress=None,
-    check_columns: bool = False,
-    prior_margin: float | None = None,
+    predictor: Predictor, stamps: Iterable[Stamp], batch_size: int, progress=None, quality=None
 ) -> Table:
     """Catalogue with one row per stamp, in order: ``row, source``, the labels and their
-    errors, ``flag`` and ``problem`` (and, with ``check_columns``, what the checks measured).
+    errors, ``flag`` and ``problem`` (and, with the checks of ``quality``, what they measured).
 
     Rows without a measurement (no stamp image) have NaN values. ``progress`` (optional) is
-    called with the number of rows done. With ``prior_margin`` (a fraction of each label's
-    prior range), predictions outside the physical range or beyond the training prior by more
-    than that are flagged ``out_of_range``.
+    called with the number of rows done. With ``quality`` (conf/quality, enabled), the checks
+    of the predictions run too: the residual of the predicted Sersic (``bad_fit``), values
+    outside the physical range or the training prior (``out_of_range``) and sigmas as wide as
+    the prior (``uninformative``).
     """
     rows, sources, flags, problems, measured = [], [], [], [], []
     columns = predictor.columns()
     values = {c: [] for c in columns}
+    fit = fit_check(predictor, quality)
+    fitted = {name: [] for name in FIT_COLUMNS}
     for batch in batched(stamps, batch_size):
         good = [k for k, s in enumerate(batch) if s.image is not None]
         out = np.full((len(batch), len(columns)), np.nan)
+        chi2, pixels = np.full(len(batch), np.nan), np.zeros(len(batch), dtype=np.int64)
         if good:
-            pred, sigma = predictor.predict(np.stack([batch[k].image for k in good]))
+            images = np.stack([batch[k].image for k in good])
+            pred, sigma = predictor.predict(images)
             for c, col in enumerate(columns):
-                source = sigma[col[:-4]] if col.endswith("_err") else pred[col]
-                out[good, c] = source
+                out[good, c] = sigma[col[:-4]] if col.endswith("_err") else pred[col]
+            if fit is not None:
+                chi2[good], pixels[good] = residual_chi2(
+                    fit, [batch[k] for k in good], images, pred
+                )
+        fitted["chi2"].append(chi2)
+        fitted["chi2_pixels"].append(pixels)
         for stamp in batch:
             rows.append(len(rows))
             sources.append(stamp.source)
@@ -214,16 +221,19 @@ def predict_table(
             else f"predicted {col} ({TARGETS[col]})"
         )
     flags = np.array(flags, dtype=np.int32)
-    if prior_margin is not None and len(table):
-        bad, details = out_of_range(table, predictor.labels, predictor.prior, prior_margin)
-        flags[bad] |= BITS["out_of_range"]
-        for i in np.flatnonzero(bad):
-            problems[i] = "; ".join(p for p in (problems[i], f"out_of_range: {details[i]}") if p)
-    if check_columns:
+    checks = quality is not None and quality.enabled
+    if checks:
         for name, (unit, description) in CHECK_COLUMNS.items():
             table[name] = np.array([m.get(name, np.nan) for m in measured], dtype=float)
             table[name].unit = unit or None
             table[name].description = description
+        for name, description in FIT_COLUMNS.items():
+            table[name] = np.concatenate(fitted[name]) if fitted[name] else np.array([])
+            table[name].description = description
+        for name, bad, details in prediction_checks(table, predictor, quality):
+            flags[bad] |= BITS[name]
+            for i in np.flatnonzero(bad):
+                problems[i] = "; ".join(p for p in (problems[i], f"{name}: {details[i]}") if p)
     table["flag"] = flags
     table["flag"].description = "bit mask, 0 = trust the row (fitnet.flags)"
     table["problem"] = np.array(problems, dtype=str) if problems else np.array([], dtype=str)
@@ -233,6 +243,25 @@ def predict_table(
     if predictor.instrument.get("zero_point_mag") is not None:
         table.meta["zero_point_mag"] = predictor.instrument["zero_point_mag"]
     return table
+
+
+def fit_check(predictor: Predictor, quality) -> FitCheck | None:
+    """The residual check of ``predictor``, when ``quality`` turns it on and the predictor
+    predicts every label a Sersic model needs and records its PSF; else None."""
+    if quality is None or not quality.enabled or not quality.checks.bad_fit:
+        return None
+    if not set(NEEDS) <= set(predictor.labels) or "psf" not in predictor.instrument:
+        return None
+    return FitCheck(quality, predictor.instrument, predictor.stamp_size)
+
+
+def residual_chi2(fit: FitCheck, stamps: list[Stamp], images, pred: dict):
+    """The reduced chi-square of the predicted models ``pred`` of ``stamps`` (their ``images``)
+    over each target's footprint without the pixels replaced by noise, and its pixel counts."""
+    rms = np.array([s.columns.get("noise_ratio", np.nan) for s in stamps]) * fit.noise_rms
+    footprints = [s.footprint for s in stamps]
+    replaced = [s.replaced for s in stamps]
+    return fit(images, footprints, replaced, rms, {k: pred[k] for k in NEEDS})
 
 
 def catalogue(
@@ -268,9 +297,8 @@ def catalogue(
     # the first stamp before the progress bar: a problem with the whole input ends here
     first = next(stamps, None)
     stamps = itertools.chain([] if first is None else [first], stamps)
-    margin = quality.prior_margin if checks else None
     with tqdm(total=count_images(images), unit="img", desc=desc, disable=not progress) as bar:
-        table = predict_table(predictor, stamps, batch_size, bar.update, checks, margin)
+        table = predict_table(predictor, stamps, batch_size, bar.update, quality)
     if checks:
         refuse_whole_input(table, images)
     return table

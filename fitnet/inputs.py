@@ -29,7 +29,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from simulate.stamps import pad_or_crop
+from simulate.stamps import pad_or_crop, placement
 
 from .data import open_images
 from .flags import BITS
@@ -76,6 +76,8 @@ class Stamp:
     flag: int = 0
     problem: str = ""
     columns: dict = field(default_factory=dict)  # what the checks measured (quality.COLUMNS)
+    footprint: np.ndarray | None = None  # the target's pixels of ``image`` (bool), if found
+    replaced: np.ndarray | None = None  # pixels of ``image`` replaced by noise (bool), if any
 
 
 #: Reading problems that make a single image given alone an error rather than a flagged row.
@@ -115,9 +117,10 @@ class StampMaker:
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
 
-    def __call__(self, source: str, data, mask=None) -> Stamp:
+    def __call__(self, source: str, data, mask=None, padding=None) -> Stamp:
         """The stamp of image ``data``; ``mask`` (same shape, non-zero = bad) marks pixels that
-        are not data."""
+        are not data; ``padding`` (bool, same shape) marks noise that pads a smaller cutout
+        (data to the network, left out of the checks' residual)."""
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 2:
             return flagged(source, "not_2d", f"data has shape {data.shape}, expected a 2-D image")
@@ -132,9 +135,11 @@ class StampMaker:
                 )
             bad |= mask != 0
         if self.checker is not None:
-            stamp, check = self.checker(data * self.input_scale, bad, self._rng)
+            stamp, check = self.checker(data * self.input_scale, bad, self._rng, padding)
             problem = "; ".join(check.details)
-            return Stamp(source, stamp, check.flag, problem, check.columns)
+            return Stamp(
+                source, stamp, check.flag, problem, check.columns, check.footprint, check.replaced
+            )
         if bad.any():
             return flagged(
                 source, "invalid_pixels", f"{int(bad.sum())} NaN, infinite or masked pixels"
@@ -310,10 +315,12 @@ class Reader:
                 if message and not self.allow_mismatch:
                     raise InputError(message)
             chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
+            sizes = rendered_sizes(f, len(ds))
             for start in range(0, len(ds), chunk):
                 block = ds[start : start + chunk]
                 for k, image in enumerate(block):
-                    stamp = self.maker(f"{path.name}[{start + k}]", image)
+                    padding = padding_mask(image.shape, sizes[start + k])
+                    stamp = self.maker(f"{path.name}[{start + k}]", image, padding=padding)
                     note(stamp)
                     yield stamp
 
@@ -371,6 +378,25 @@ class Reader:
         for stamp in stamps:
             note(stamp)
             yield stamp
+
+
+def rendered_sizes(f, count: int) -> np.ndarray:
+    """Per image of an HDF5 file, the side (pixel) of the stamp it was rendered on before the
+    pad/crop to the stored size (/params/size, docs/contract.md, section 4), or 0 if unknown."""
+    if "params" in f and "size" in f["params"] and len(f["params"]["size"]) == count:
+        return f["params"]["size"][()].astype(int)
+    return np.zeros(count, dtype=int)
+
+
+def padding_mask(shape, size: int) -> np.ndarray | None:
+    """The pixels of a stored stamp of ``shape`` outside its centred ``size`` square (the noise
+    padding of docs/contract.md, section 3); None when there are none or ``size`` is unknown."""
+    if not 0 < size < min(shape):
+        return None
+    (_, dy), (_, dx) = placement(size, shape[0]), placement(size, shape[1])
+    mask = np.ones(shape, dtype=bool)
+    mask[dy, dx] = False
+    return mask
 
 
 def read_mask(path, shape) -> np.ndarray:

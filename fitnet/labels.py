@@ -80,6 +80,31 @@ class LabelScaler:
                 out[:, j] = np.log(out[:, j])
         return out
 
+    def bounds(self, prior: dict, margin: float) -> list[list[float]]:
+        """Standardised [low, high, below, above] (each T values) of a bounded head: the prior
+        ``prior`` (label -> [min, max]) in each label's transform (for log labels, of the log)
+        and the margins beyond it, ``margin`` of each range; q's margin above stops at 1 (b/a
+        cannot exceed it)."""
+        missing = [name for name in self.names if name not in prior]
+        if missing:
+            raise TargetError(
+                f"the training files record no prior for {missing} (their /config): a bounded "
+                "head keeps predictions inside it; train with bounded_head=false"
+            )
+        ends = self._forward(np.array([[prior[n][k] for n in self.names] for k in (0, 1)], float))
+        below = margin * (ends[1] - ends[0])
+        above = below.copy()
+        if "q" in self.names and self.transforms[self.names.index("q")] == "identity":
+            j = self.names.index("q")
+            above[j] = max(0.0, min(above[j], 1.0 - ends[1, j]))
+        low, high = (ends - self.mean) / self.std
+        return [
+            low.tolist(),
+            high.tolist(),
+            (below / self.std).tolist(),
+            (above / self.std).tolist(),
+        ]
+
     def encode(self, labels: dict[str, np.ndarray]) -> np.ndarray:
         """Physical labels -> standardised array (N, T), float32."""
         y = np.stack([np.asarray(labels[n], dtype=float) for n in self.names], axis=1)

@@ -274,6 +274,50 @@ class FrozenRefinerHead(nn.Module):
 
 
 #: Registered name -> model class. A checkpoint records the name (``model_name``).
+class BoundedOutputs(nn.Module):
+    """A model whose predicted means (its first T outputs, standardised labels) cannot leave
+    the training prior ``[low, high]`` (T,) by more than ``below`` and ``above`` (T,): the
+    identity inside the prior, and ``high + above * tanh((mu - high) / above)`` beyond it (the
+    same below ``low``), smooth at the joins (a margin of 0 is a hard limit). Inside the prior
+    it is the unbounded head, so training on the prior's galaxies learns as before; no input
+    can drive a prediction beyond the margins. Any sigma outputs pass unchanged. The bounds
+    are kept in the checkpoint (``output_bounds``: low, high, below, above)."""
+
+    MIN_MARGIN = 1e-6  # standardised units: a margin of 0 becomes this (a hard limit)
+
+    def __init__(self, model: nn.Module, low, high, below, above):
+        super().__init__()
+        self.model = model
+        low, high, below, above = (
+            torch.as_tensor(v, dtype=torch.float32) for v in (low, high, below, above)
+        )
+        if not (torch.all(high > low) and torch.all(below >= 0) and torch.all(above >= 0)):
+            raise ValueError(
+                f"output bounds need high > low and margins >= 0, got {low.tolist()}, "
+                f"{high.tolist()}, {below.tolist()} and {above.tolist()}"
+            )
+        self.register_buffer("low", low, persistent=False)
+        self.register_buffer("high", high, persistent=False)
+        self.register_buffer("below", below.clamp(min=self.MIN_MARGIN), persistent=False)
+        self.register_buffer("above", above.clamp(min=self.MIN_MARGIN), persistent=False)
+
+    def __getattr__(self, name: str):
+        """The wrapped model's attributes (its image norm, photometry, ...) show through."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
+
+    def forward(self, *args) -> torch.Tensor:
+        out = self.model(*args).float()
+        t = self.low.numel()
+        mu = out[:, :t]
+        up = self.high + self.above * torch.tanh((mu - self.high) / self.above)
+        down = self.low + self.below * torch.tanh((mu - self.low) / self.below)
+        mu = torch.where(mu > self.high, up, torch.where(mu < self.low, down, mu))
+        return torch.cat([mu, out[:, t:]], dim=1)
+
+
 MODELS = {"deeplegato": DeepLegato, "resnet": ResNet, "photometric": PhotometricRefiner}
 #: The class paths that format-1 checkpoints name in ``_target_``, by registered name. Written
 #: out, not derived from the classes: they must keep meaning what they meant when a class is

@@ -41,6 +41,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
 
 from .flags import BITS
+from .residuals import excess_sigma
 from .runtime import UserError
 
 MAD_TO_RMS = 1.4826  # rms of a Gaussian / its median absolute deviation
@@ -53,8 +54,13 @@ class Check:
     flag: int = 0
     details: list[str] = field(default_factory=list)
     columns: dict = field(default_factory=dict)
+    footprint: np.ndarray | None = None  # the target's pixels in the stamp (bool), if found
+    replaced: np.ndarray | None = None  # the stamp's pixels replaced by noise (bool), if any
+    checks: dict | None = None  # which checks may set their bit (conf quality.checks)
 
     def set(self, name: str, detail: str) -> None:
+        if self.checks is not None and not self.checks.get(name, True):
+            return  # this check is off: measured, not flagged
         self.flag |= BITS[name]
         self.details.append(f"{name}: {detail}")
 
@@ -71,6 +77,20 @@ class Segments:
     found: dict = field(default_factory=dict)  # label -> Checker.peaks, once computed
     snr: np.ndarray | None = None  # per label: flux S/N (Checker.is_source), once computed
     peak: np.ndarray | None = None  # per label: the smoothed image's highest value
+    targets: dict = field(default_factory=dict)  # centre -> Checker.target, once computed
+
+    def embedded(self, size: int, rows: slice, cols: slice) -> Segments:
+        """This segmentation of a cutout placed at ``rows, cols`` of a ``size`` square stamp
+        (nothing detected outside it; the per-label statistics carry over)."""
+        data = np.zeros((size, size), dtype=self.data.dtype)
+        smoothed = np.zeros((size, size))
+        maxima = np.zeros((size, size), dtype=bool)
+        data[rows, cols], smoothed[rows, cols], maxima[rows, cols] = (
+            self.data,
+            self.smoothed,
+            self.maxima,
+        )
+        return Segments(data, self.n_labels, smoothed, maxima, snr=self.snr, peak=self.peak)
 
 
 #: Catalogue columns the checks add: name -> (unit, description).
@@ -134,6 +154,7 @@ class Checker:
         validate(quality)
         # plain attributes: OmegaConf's are slow in a loop over images
         plain = OmegaConf.to_container(quality) if OmegaConf.is_config(quality) else dict(quality)
+        self.checks = dict(plain.pop("checks"))
         self.q = SimpleNamespace(**plain)
         self.stamp_size, self.noise_rms = stamp_size, noise_rms
         sigma = quality.smooth_fwhm_px / (2 * math.sqrt(2 * math.log(2)))
@@ -226,6 +247,12 @@ class Checker:
         None when there is none."""
         if seg is None or seg.n_labels == 0:
             return None
+        key = (float(centre[0]), float(centre[1]))
+        if key not in seg.targets:
+            seg.targets[key] = self._target(seg, data, centre, rms)
+        return seg.targets[key]
+
+    def _target(self, seg, data: np.ndarray, centre: tuple[float, float], rms: float):
         labels = seg.data
         cy, cx = int(round(centre[0])), int(round(centre[1]))
         label = labels[cy, cx] if 0 <= cy < labels.shape[0] and 0 <= cx < labels.shape[1] else 0
@@ -277,20 +304,26 @@ class Checker:
 
     # -- the checks -------------------------------------------------------------------------
 
-    def __call__(self, raw: np.ndarray, bad: np.ndarray, rng: np.random.Generator):
+    def on(self, name: str) -> bool:
+        """Whether the check that sets bit ``name`` is on (conf quality.checks)."""
+        return bool(self.checks.get(name, True))
+
+    def __call__(self, raw: np.ndarray, bad: np.ndarray, rng: np.random.Generator, padding=None):
         """(stamp or None, Check) of one image ``raw`` (e-/s per pixel) whose ``bad`` pixels
-        (NaN, infinite or masked) are not data; ``rng`` draws the noise that replaces pixels."""
-        c, s, q = Check(), self.stamp_size, self.q
+        (NaN, infinite or masked) are not data; ``rng`` draws the noise that replaces pixels;
+        ``padding`` (bool, optional) marks pixels that are noise padding of a smaller cutout
+        (not flagged; left out of the residual, as are the pixels padded here)."""
+        c, s, q = Check(checks=self.checks), self.stamp_size, self.q
         h, w = raw.shape
         invalid = float(bad.mean())
         c.columns["invalid_fraction"] = invalid
-        if invalid > q.max_invalid_fraction:
+        if invalid > q.max_invalid_fraction and self.on("invalid_pixels"):
             c.set(
                 "invalid_pixels",
                 f"{100 * invalid:.1f}% of the pixels (> {100 * q.max_invalid_fraction:g}%)",
             )
             return None, c
-        if max(h, w) > q.max_cutout_px:
+        if max(h, w) > q.max_cutout_px and self.on("not_a_cutout"):
             c.set("not_a_cutout", f"{h}x{w} px is a field, not a cutout (> {q.max_cutout_px} px)")
             return None, c
         if bad.any():
@@ -306,18 +339,43 @@ class Checker:
             sources = ndimage.binary_dilation(seg.data > 0, iterations=grow)
             median, rms = self.noise_stats(data, bad[ys, xs] | sources)
         self._background(c, median, rms)
-        shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
+        shift = (0, 0)
+        if self.on("off_centre"):
+            shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
         stamp = cut(raw, s, shift, rng, self.noise_rms)
-        # the stamp is the window already measured: its segmentation serves again
-        same = shift == (0, 0) and data.shape == (s, s)
-        stamp = self._neighbours(c, stamp, rms, rng, seg if same else None)
+        not_data = bad if padding is None else bad | padding
+        if not_data.any() or min(h, w) < s or shift != (0, 0):
+            replaced = ~cut_mask(~not_data, s, shift)  # beyond the image too
+            c.replaced = replaced if replaced.any() else None
+        # the stamp is the window already measured (or holds it): its segmentation serves again
+        if shift == (0, 0) and seg is not None and h <= s and w <= s:
+            (_, rows), (_, cols) = window(h, s, 0), window(w, s, 0)
+            stamp_seg = seg if data.shape == (s, s) else seg.embedded(s, rows, cols)
+        elif shift == (0, 0) and data.shape == (s, s):
+            stamp_seg = seg
+        else:
+            stamp_seg = self.segments(stamp, rms)
+        c.footprint = self.footprint(stamp_seg, stamp, rms)
+        if self.on("neighbours"):
+            stamp = self._neighbours(c, stamp, rms, rng, stamp_seg)
         c.columns["shift_x"], c.columns["shift_y"] = float(shift[1]), float(shift[0])
         sig = self.significance(stamp, rms)
         c.columns["significance"] = sig
-        if not sig >= q.min_significance:
+        if not sig >= q.min_significance and self.on("no_source"):
             c.set("no_source", f"significance {sig:.2f} < {q.min_significance:g}")
             return None, c
         return stamp, c
+
+    def footprint(self, seg, stamp: np.ndarray, rms: float) -> np.ndarray | None:
+        """The pixels of the source at the stamp centre (its segment, grown by
+        ``neighbour_dilate_px``), or None when there is none."""
+        centre = ((self.stamp_size - 1) / 2,) * 2
+        found = self.target(seg, stamp, centre, rms)
+        if found is None:
+            return None
+        own = seg.data == found[0]
+        grow = int(self.q.neighbour_dilate_px)
+        return ndimage.binary_dilation(own, iterations=grow) if grow else own
 
     def _background(self, c: Check, median: float, rms: float) -> None:
         q, model = self.q, self.noise_rms
@@ -390,12 +448,11 @@ class Checker:
         )
         return True
 
-    def _neighbours(self, c: Check, stamp, rms, rng, seg=None) -> np.ndarray:
+    def _neighbours(self, c: Check, stamp, rms, rng, seg) -> np.ndarray:
         """Replace the pixels of other sources by noise; flag a bright one that touches the
         source, or a second peak inside it (a neighbour merged into its footprint). ``seg``:
-        the stamp's segmentation, when already made."""
+        the stamp's segmentation (or None)."""
         c.columns["n_neighbours"], c.columns["masked_fraction"] = 0, 0.0
-        seg = seg if seg is not None else self.segments(stamp, rms)
         if seg is None or seg.n_labels == 0:
             return stamp
         centre = ((self.stamp_size - 1) / 2,) * 2
@@ -428,6 +485,7 @@ class Checker:
             stamp = stamp.copy()
             stamp[mask] = rng.normal(0.0, self.noise_rms, int(mask.sum()))
             c.columns["masked_fraction"] = float(mask.mean())
+            c.replaced = mask if c.replaced is None else c.replaced | mask
         return stamp
 
 
@@ -453,6 +511,61 @@ def cut(image: np.ndarray, size: int, shift, rng: np.random.Generator, noise_rms
         out = rng.normal(0.0, noise_rms, (size, size)).astype(np.float32)
     out[dy, dx] = image[sy, sx]
     return out
+
+
+def cut_mask(mask: np.ndarray, size: int, shift) -> np.ndarray:
+    """The ``size`` square of the bool ``mask`` that ``cut`` takes of its image (False beyond)."""
+    (sy, dy), (sx, dx) = (
+        window(mask.shape[0], size, shift[0]),
+        window(mask.shape[1], size, shift[1]),
+    )
+    out = np.zeros((size, size), dtype=bool)
+    out[dy, dx] = mask[sy, sx]
+    return out
+
+
+def prediction_checks(table, predictor, quality):
+    """The checks of the predictions in ``table``: (bit name, rows (bool), detail per row) for
+    each check that is on: ``out_of_range``, ``uninformative`` and ``bad_fit``."""
+    checks, prior = quality.checks, predictor.prior
+    if checks.out_of_range:
+        yield ("out_of_range", *out_of_range(table, predictor.labels, prior, quality.prior_margin))
+    if checks.uninformative and prior:
+        yield ("uninformative", *uninformative(table, predictor, quality.max_sigma_prior_std))
+    if checks.bad_fit and "chi2" in table.colnames:
+        chi2 = np.asarray(table["chi2"], dtype=float)
+        sigma = excess_sigma(chi2, table["chi2_pixels"])
+        # NaN (not judged) is not flagged
+        bad = (chi2 > quality.max_reduced_chi2) & (sigma > quality.max_chi2_sigma)
+        details = [
+            f"reduced chi2 {v:.3g} over {n} pixels, {z:.1f} sigma above 1"
+            for v, n, z in zip(chi2, table["chi2_pixels"], sigma, strict=True)
+        ]
+        yield "bad_fit", bad, details
+
+
+def uninformative(table, predictor, ratio: float) -> tuple[np.ndarray, list]:
+    """Rows (bool) with a sigma at least ``ratio`` times the standard deviation of its label's
+    training prior, taken as uniform (range / sqrt(12); for labels the network fits in log,
+    of the log), and a detail per row."""
+    bad = np.zeros(len(table), dtype=bool)
+    details = [[] for _ in range(len(table))]
+    for name in predictor.labels:
+        if f"{name}_err" not in table.colnames or name not in predictor.prior:
+            continue
+        lo, hi = predictor.prior[name]
+        value = np.asarray(table[name], dtype=float)
+        sigma = np.asarray(table[f"{name}_err"], dtype=float)
+        if predictor.transforms.get(name) == "log" and lo > 0:
+            width, sigma = math.log(hi / lo), sigma / np.abs(value)
+        else:
+            width = hi - lo
+        spread = width / math.sqrt(12)
+        hit = np.isfinite(sigma) & (sigma >= ratio * spread)
+        for i in np.flatnonzero(hit):
+            details[i].append(f"{name} sigma {sigma[i] / spread:.2f} x the prior's")
+        bad |= hit
+    return bad, [", ".join(d) for d in details]
 
 
 def out_of_range(table, labels, prior: dict | None, margin: float) -> tuple[np.ndarray, list]:

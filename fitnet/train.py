@@ -47,7 +47,7 @@ from .data import (
 )
 from .labels import LabelScaler, calibration_scale, parse_targets, validate_calibration
 from .metrics import label_metrics
-from .models import FrozenRefinerHead, build_model
+from .models import BoundedOutputs, FrozenRefinerHead, build_model
 from .noise import CCDNoise
 from .plots import plot_history
 from .runtime import UserError, command, resolve_device
@@ -196,6 +196,7 @@ class Run:
     stamp_size: int  # pixel
     train_attrs: dict
     prior: dict  # label -> [min, max] of the training galaxies (from their file's /config)
+    output_bounds: list | None  # a bounded head's standardised [low, high, below, above], or None
     model: torch.nn.Module
     step_model: torch.nn.Module  # the model the steps run (compiled, or the refiner's head)
     optimizer: torch.optim.Optimizer
@@ -269,11 +270,17 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
         train_batches = batches_of("train", noise_generator)
         val_batches = batches_of("val", noise_generator)
     val_true = read_labels(paths["val"], targets)
+    prior = training_prior(paths["train"][0], targets)
+    bounds = None
+    if cfg.bounded_head:  # the means cannot leave the prior (models.BoundedOutputs)
+        if not cfg.head_margin > 0:
+            raise UserError(f"head_margin={cfg.head_margin} is not allowed: must be > 0")
+        bounds = start.scaler.bounds(prior, cfg.head_margin)
+        step_model = BoundedOutputs(step_model, *bounds).to(device)
     run = Run(
-        cfg, targets, device, output_dir, start, stamp_size, attrs["train"],
-        training_prior(paths["train"][0], targets), model, step_model,
-        optimizer, scheduler, generator, noise_generator, train_batches, val_batches,
-        val_true, start.scaler.encode(val_true), augment,
+        cfg, targets, device, output_dir, start, stamp_size, attrs["train"], prior, bounds,
+        model, step_model, optimizer, scheduler, generator, noise_generator, train_batches,
+        val_batches, val_true, start.scaler.encode(val_true), augment,
     )  # fmt: skip
     if start.kind == "resume":
         restore(run, start.checkpoint)
@@ -418,6 +425,7 @@ def payload(run: Run, epoch: int) -> dict:
         prior=run.prior,
         cfg=run.cfg,
         state=state,
+        output_bounds=run.output_bounds,
     )
 
 

@@ -36,6 +36,17 @@ def make_psf(instrument: DictConfig) -> galsim.GSObject:
     return instantiate(instrument.psf).withFlux(1.0)
 
 
+def transfer_function(psf: galsim.GSObject, pixel_scale: float, fft_size: int) -> np.ndarray:
+    """The Fourier transform of the PSF convolved with the pixel, on the half-plane k-grid
+    of an ``fft_size`` box of ``pixel_scale`` arcsec pixels: array (fft_size, fft_size // 2 + 1)
+    with ky = -N/2 .. N/2 - 1 along rows and kx = 0 .. N/2 along columns (GalSim's layout)."""
+    dk = 2 * math.pi / (fft_size * pixel_scale)  # 1 / arcsec
+    bounds = galsim.BoundsI(0, fft_size // 2, -fft_size // 2, fft_size // 2 - 1)
+    kimage = galsim.ImageCD(bounds, scale=dk)
+    galsim.Convolve(psf, galsim.Pixel(pixel_scale)).drawKImage(image=kimage, recenter=False)
+    return kimage.array
+
+
 def sersic_profile(n: float, re: float, q: float, pa: float, flux: float) -> galsim.GSObject:
     """Sheared Sersic with semi-major-axis half-light radius ``re`` (arcsec), ``pa`` in deg.
 
@@ -54,15 +65,12 @@ def sersic_b(n):
 def sersic_log_intensity_at_re(flux, n, re, q):
     """ln of the surface brightness at the semi-major half-light radius ``re``.
 
-    Flux per unit area in the units of ``re`` squared (arcsec^2, or pixel^2 for re in pixels).
+    Flux per unit area in the units of ``re`` squared (arcsec^2, or pixel^2 for re in pixels);
+    numbers or arrays.
     """
     b = sersic_b(n)
     return (
-        math.log(flux)
-        - math.log(2 * math.pi * n * q * re**2)
-        - b
-        + 2 * n * math.log(b)
-        - gammaln(2 * n)
+        np.log(flux) - np.log(2 * math.pi * n * q * re**2) - b + 2 * n * np.log(b) - gammaln(2 * n)
     )
 
 
@@ -103,8 +111,7 @@ class StampRenderer:
         self._dk = 2 * math.pi / (n_fft * self.pixel_scale)  # 1 / arcsec
         # Half-plane k-grid as GalSim's own FFT drawing uses: kx = 0..N/2, ky = -N/2..N/2-1.
         self._kbounds = galsim.BoundsI(0, n_fft // 2, -n_fft // 2, n_fft // 2 - 1)
-        transfer = galsim.Convolve(self.psf, galsim.Pixel(self.pixel_scale))
-        self._transfer = self._draw_k(transfer)
+        self._transfer = transfer_function(self.psf, self.pixel_scale, n_fft)
 
     def _draw_k(self, profile: galsim.GSObject) -> np.ndarray:
         kimage = galsim.ImageCD(self._kbounds, scale=self._dk)

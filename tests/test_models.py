@@ -7,7 +7,7 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from fitnet.models import build_model
+from fitnet.models import BoundedOutputs, build_model
 
 
 @pytest.mark.parametrize("model", ["deeplegato", "resnet"])
@@ -42,3 +42,15 @@ def test_input_noise_only_while_training():
     x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(2))
     net.eval()
     assert torch.equal(net(x), net(x))
+
+
+def test_a_bounded_head_is_the_identity_inside_the_prior_and_bounded_beyond():
+    head = BoundedOutputs(torch.nn.Identity(), [-1.0, -1.0], [1.0, 1.0], [0.1, 0.1], [0.1, 0.0])
+    inside = torch.tensor([[0.5, -0.99], [-1.0, 1.0]])
+    assert torch.equal(head(inside), inside)
+    far = head(torch.tensor([[1e6, 1e6], [-1e6, -1e6]]))
+    assert torch.allclose(far, torch.tensor([[1.1, 1.0], [-1.1, -1.1]]))
+    # sigma outputs (the second half for gaussian_nll) pass unchanged
+    assert torch.equal(
+        head(torch.tensor([[0.0, 0.0, 7.0, -7.0]]))[:, 2:], torch.tensor([[7.0, -7.0]])
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from astropy.table import Table
 from conftest import compose_config
 
 from fitnet.flags import BITS, names
-from fitnet.quality import Checker, out_of_range, validate
+from fitnet.quality import Checker, out_of_range, uninformative, validate
 from fitnet.runtime import UserError
 
 RMS = 0.0145  # e-/s per pixel, the model's noise rms in these tests
@@ -117,6 +119,37 @@ def test_invalid_pixels_are_replaced_below_the_threshold(checker):
 def test_a_field_is_not_a_cutout(checker):
     stamp, check = run(checker, noisy(np.zeros((1000, 1000))))
     assert stamp is None and names(check.flag) == ["not_a_cutout"]
+
+
+def test_a_check_turned_off_sets_no_bit_and_measures_the_row():
+    checker = Checker(quality("quality.checks.no_source=false"), SIZE, RMS)
+    stamp, check = run(checker, noisy(np.zeros((SIZE, SIZE))))
+    assert stamp is not None and check.flag == 0
+    assert check.columns["significance"] < 3.5  # still measured
+
+
+def test_neighbours_turned_off_are_left_in_the_stamp():
+    checker = Checker(quality("quality.checks.neighbours=false"), SIZE, RMS)
+    image = noisy(galaxy() + galaxy(centre=(31.5, 55), flux=20.0, sigma=1.5))
+    stamp, check = run(checker, image)
+    assert np.array_equal(stamp, image) and check.replaced is None
+
+
+def test_the_target_footprint_and_the_replaced_pixels_are_kept(checker):
+    image = noisy(galaxy() + galaxy(centre=(31.5, 55), flux=20.0, sigma=1.5))
+    _, check = run(checker, image)
+    assert check.footprint[31, 31] and not check.footprint[31, 55]
+    assert check.replaced[31, 55] and not check.replaced[31, 31]
+
+
+def test_a_sigma_as_wide_as_the_prior_is_uninformative():
+    table = Table({"n": [2.0, 2.0], "n_err": [0.2, 2.0], "q": [0.5, 0.5], "q_err": [0.05, 0.05]})
+    predictor = SimpleNamespace(
+        labels=["n", "q"], prior={"n": [0.3, 6.0], "q": [0.1, 1.0]}, transforms={"n": "log"}
+    )
+    bad, details = uninformative(table, predictor, ratio=1.0)
+    # n is fitted in log: a sigma of 2 at n = 2 is 1.0 in ln n; the prior's ln(6 / 0.3) / sqrt(12)
+    assert list(bad) == [False, True] and details[1] == "n sigma 1.16 x the prior's"
 
 
 def test_out_of_range_predictions():

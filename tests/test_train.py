@@ -27,6 +27,7 @@ from fitnet.data import (
     split_paths,
 )
 from fitnet.labels import LabelScaler, TargetError, calibration_scale, parse_targets
+from fitnet.models import BoundedOutputs
 from fitnet.runtime import UserError
 from fitnet.train import TrainConfigError
 from fitnet.train import run as train
@@ -484,3 +485,24 @@ def test_refiner_of_another_seed_loads_the_cache_of_its_cache_seed(
 def test_cache_seed_must_be_an_integer(train_config, tmp_path):
     with pytest.raises(TrainConfigError, match=r"cache_seed='abc' must be an integer or null"):
         train(train_config("cache_seed=abc"), tmp_path / "run")
+
+
+def test_a_bounded_head_keeps_any_prediction_inside_the_prior(train_config, tmp_path):
+    train(train_config("bounded_head=true", "head_margin=0.05"), tmp_path / "run")
+    model, scaler, norm, payload = load_model(tmp_path / "run" / "last.pt")
+    extreme = torch.cat([torch.full((1, 1, 64, 64), v) for v in (-1e4, 0.0, 1e2, 1e4)])
+    with torch.no_grad():
+        out = model(norm(extreme)).numpy()
+    pred, _ = scaler.decode(out[:, : len(scaler.names)])
+    for j, name in enumerate(scaler.names):
+        lo, hi = payload["prior"][name]
+        f = np.log if scaler.transforms[j] == "log" else (lambda v: v)
+        reach = 0.05 * (f(hi) - f(lo)) + 1e-5
+        assert np.all((f(pred[:, j]) >= f(lo) - reach) & (f(pred[:, j]) <= f(hi) + reach)), name
+    assert np.all(pred[:, scaler.names.index("q")] <= 1.0)
+
+
+def test_an_unbounded_head_is_recorded_as_such(train_config, tmp_path):
+    train(train_config("bounded_head=false"), tmp_path / "run")
+    model, _, _, payload = load_model(tmp_path / "run" / "last.pt")
+    assert payload["output_bounds"] is None and not isinstance(model, BoundedOutputs)
