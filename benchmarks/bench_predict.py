@@ -5,7 +5,8 @@
 
 1. ``fitnet`` prediction, the path ``python -m fitnet.predict`` takes (HDF5 reading, pad/crop,
    normalisation, forward pass, catalogue rows), on ``--predict`` stamps: galaxies/s on the CPU
-   with all threads and with one, and on the GPU when there is one.
+   with all threads (without the checks, and with every check of conf/quality on, as
+   ``fitnet.predict`` runs by default) and with one, and on the GPU when there is one.
 2. pyimfit (``pip install -e '.[imfit]'``): one Sersic with the true PSF, moment-based start,
    known noise, one thread, on the first ``--fit`` of the same stamps: seconds per galaxy.
 3. The ratio: galaxies/s of prediction times seconds of one pyimfit fit on one core
@@ -28,6 +29,7 @@ from omegaconf import OmegaConf
 from fitnet.inference import Predictor, predict_table
 from fitnet.inputs import StampMaker, iter_stamps
 from fitnet.models import build_model
+from fitnet.quality import Checker
 from simulate.priors import FIT_LABELS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -69,10 +71,12 @@ def untrained_checkpoint(data: Path, folder: Path) -> Path:
 
 
 def predict_rate(
-    ckpt: Path, data: Path, count: int, device: torch.device, batch: int, amp=False
+    ckpt: Path, data: Path, count: int, device: torch.device, batch: int, amp=False, quality=None
 ) -> float:
+    """Galaxies/s of prediction; with ``quality`` (conf/quality), every check of it on."""
     predictor = Predictor(ckpt, device, amp)
-    maker = StampMaker(predictor.stamp_size, predictor.noise_rms)
+    checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if quality else None
+    maker = StampMaker(predictor.stamp_size, predictor.noise_rms, checker=checker)
 
     def stamps():
         for k, stamp in enumerate(iter_stamps(data, maker, predictor.pixel_scale)):
@@ -80,11 +84,11 @@ def predict_rate(
                 return
             yield stamp
 
-    predict_table(predictor, stamps(), batch)  # warm-up (allocations, kernels)
+    predict_table(predictor, stamps(), batch, quality=quality)  # warm-up (allocations, kernels)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    table = predict_table(predictor, stamps(), batch)
+    table = predict_table(predictor, stamps(), batch, quality=quality)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return len(table) / (time.perf_counter() - t0)
@@ -113,7 +117,8 @@ def main():
         available = len(f["images"])
     count = min(args.predict, available)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        batch = compose("predict", overrides=["ckpt=x", "input=x", "output=x"]).batch_size
+        predict_cfg = compose("predict", overrides=["ckpt=x", "input=x", "output=x"])
+    batch, quality = predict_cfg.batch_size, predict_cfg.quality
     if args.batch:
         batch = OmegaConf.create({"cpu": args.batch, "cuda": args.batch})
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +129,9 @@ def main():
                 ckpt, data, count, torch.device("cpu"), batch.cpu
             )
         }
+        rates[f"cpu, {threads} threads, checks on"] = predict_rate(
+            ckpt, data, count, torch.device("cpu"), batch.cpu, quality=quality
+        )
         rates[f"cpu, {threads} threads, bf16"] = predict_rate(
             ckpt, data, count, torch.device("cpu"), batch.cpu, amp=True
         )
@@ -139,7 +147,7 @@ def main():
         f"fitnet predict on {count} stamps of {data} ({'untrained default model' if not args.ckpt else ckpt}):"
     )
     for name, rate in rates.items():
-        print(f"  {name:24s}: {rate:9.1f} galaxies/s")
+        print(f"  {name:32s}: {rate:9.1f} galaxies/s")
 
     if args.fit <= 0:
         return
@@ -177,7 +185,7 @@ def main():
         )
     print("speed-up of fitnet predict over one pyimfit fit on one core:")
     for name, rate in rates.items():
-        print(f"  {name:24s}: {rate * seconds.mean():12.0f}x")
+        print(f"  {name:32s}: {rate * seconds.mean():12.0f}x")
     print("  (targets: >= 1,000x on the same CPU, >= 100,000x on one GPU)")
 
 

@@ -44,6 +44,11 @@ FLAGS = {
         8192,
         "a sigma is as wide as the training prior's own (quality.max_sigma_prior_std)",
     ),
+    "off_image": (
+        16384,
+        "the catalogue position is outside the mosaic (not measured), or its cutout runs off "
+        "the mosaic's edge (measured, padded with noise)",
+    ),
 }
 BITS = {name: bit for name, (bit, _) in FLAGS.items()}
 #: Bits after which the row has no measurement (the network is not run, labels are NaN).

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -27,8 +28,10 @@ from .labels import TARGETS
 from .quality import COLUMNS as CHECK_COLUMNS
 from .quality import Checker, prediction_checks
 from .residuals import COLUMNS as FIT_COLUMNS
-from .residuals import NEEDS, FitCheck
+from .residuals import MIN_STAMP_PX, NEEDS, FitCheck, psf_from_repr
 from .runtime import UserError
+
+log = logging.getLogger(__name__)
 
 TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
 # astropy unit strings of the catalogue columns (dimensionless labels get none)
@@ -250,7 +253,18 @@ def fit_check(predictor: Predictor, quality) -> FitCheck | None:
     predicts every label a Sersic model needs and records its PSF; else None."""
     if quality is None or not quality.enabled or not quality.checks.bad_fit:
         return None
-    if not set(NEEDS) <= set(predictor.labels) or "psf" not in predictor.instrument:
+    why = None
+    psfs = {payload["instrument"].get("psf") for payload in predictor.payloads}
+    if not set(NEEDS) <= set(predictor.labels):
+        why = f"the checkpoints predict {predictor.labels}, not all of {list(NEEDS)}"
+    elif None in psfs or len(psfs) > 1:
+        why = "the checkpoints record no PSF, or different ones"
+    elif psf_from_repr(psfs.pop()) is None:
+        why = "the checkpoint's PSF cannot be rebuilt from its record"
+    elif predictor.stamp_size < MIN_STAMP_PX:
+        why = f"{predictor.stamp_size} px stamps are too small (< {MIN_STAMP_PX} px)"
+    if why:
+        log.warning("the residual check (bad_fit) is off: %s; chi2 is NaN", why)
         return None
     return FitCheck(quality, predictor.instrument, predictor.stamp_size)
 
@@ -259,6 +273,8 @@ def residual_chi2(fit: FitCheck, stamps: list[Stamp], images, pred: dict):
     """The reduced chi-square of the predicted models ``pred`` of ``stamps`` (their ``images``)
     over each target's footprint without the pixels replaced by noise, and its pixel counts."""
     rms = np.array([s.columns.get("noise_ratio", np.nan) for s in stamps]) * fit.noise_rms
+    level = np.array([s.columns.get("background", 0.0) for s in stamps]) * fit.noise_rms
+    images = images - np.nan_to_num(level)[:, None, None]  # the measured background off
     footprints = [s.footprint for s in stamps]
     replaced = [s.replaced for s in stamps]
     return fit(images, footprints, replaced, rms, {k: pred[k] for k in NEEDS})
@@ -291,7 +307,7 @@ def catalogue(
     if not isinstance(images, (str, Path, np.ndarray)):
         images = list(images)  # read once: the reader and the progress bar both look at it
     checks = quality is not None and quality.enabled
-    checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if checks else None
+    checker = checker_for(predictor, quality)
     maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, pad_seed, checker)
     stamps = iter_stamps(images, maker, predictor.pixel_scale, allow_mismatch, pixel_scale, mask)
     # the first stamp before the progress bar: a problem with the whole input ends here
@@ -302,6 +318,14 @@ def catalogue(
     if checks:
         refuse_whole_input(table, images)
     return table
+
+
+def checker_for(predictor: Predictor, quality) -> Checker | None:
+    """The image checks of ``quality`` (conf/quality) for ``predictor``'s stamps, or None when
+    they are off."""
+    if quality is None or not quality.enabled:
+        return None
+    return Checker(quality, predictor.stamp_size, predictor.noise_rms)
 
 
 def refuse_whole_input(table: Table, images) -> None:

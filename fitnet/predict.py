@@ -1,7 +1,9 @@
 """``python -m fitnet.predict input=PATH output=PATH [ckpt=PATH]``: a catalogue from new images.
 
 The input is an HDF5 file (only /images needed), a FITS image or cube, or a folder of FITS
-cutouts; images of any size are padded (with noise) or cropped to the model's stamps. The
+cutouts; images of any size are padded (with noise) or cropped to the model's stamps. With
+``catalog=``, the input is a mosaic and every catalogue row is measured at its position
+(``fitnet.survey``), with ``weight=`` or ``rms=`` maps bringing the cutouts to the model's noise. The
 output (CSV, ECSV or FITS) has one row per image in input order: the labels mag (AB), n,
 re (arcsec, semi-major axis) and q, their 1-sigma errors, and a flag (0 = trust the row).
 Without ``ckpt`` the shipped pretrained model is used.
@@ -18,7 +20,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from .inference import Predictor, catalogue, write_table
-from .runtime import as_list, checkpoint_paths, command, positive, resolve_device
+from .runtime import UserError, as_list, checkpoint_paths, command, positive, resolve_device
+from .survey import Mosaic, read_sources, survey_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +33,35 @@ def run(cfg: DictConfig):
     pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
     predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
     start = time.perf_counter()
-    table = catalogue(
-        predictor,
-        cfg.input,
-        cfg.batch_size[predictor.device.type],
-        input_scale=input_scale,
-        pad_seed=cfg.pad_seed,
-        quality=cfg.quality,
-        pixel_scale=pixel_scale,
-        allow_mismatch=cfg.allow_pixel_scale_mismatch,
-        mask=cfg.mask,
-        progress=cfg.progress,
-    )
+    if cfg.catalog is not None:  # a mosaic and its source catalogue
+        table = survey_catalogue(
+            predictor,
+            Mosaic(cfg.input, cfg.weight, cfg.rms, cfg.mask),
+            read_sources(cfg.catalog),
+            cfg.columns,
+            cfg.batch_size[predictor.device.type],
+            quality=cfg.quality,
+            input_scale=input_scale,
+            pad_seed=cfg.pad_seed,
+            pixel_scale=pixel_scale,
+            allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            progress=cfg.progress,
+        )
+    else:
+        if cfg.weight is not None or cfg.rms is not None:
+            raise UserError("weight= and rms= are maps of a mosaic: give catalog= too")
+        table = catalogue(
+            predictor,
+            cfg.input,
+            cfg.batch_size[predictor.device.type],
+            input_scale=input_scale,
+            pad_seed=cfg.pad_seed,
+            quality=cfg.quality,
+            pixel_scale=pixel_scale,
+            allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            mask=cfg.mask,
+            progress=cfg.progress,
+        )
     seconds = time.perf_counter() - start
     for path in outputs:
         write_table(table, path)

@@ -140,6 +140,23 @@ def validate(quality) -> None:
     lo, hi = quality.noise_ratio
     if not 0 < lo < 1 < hi:
         raise UserError(f"quality.noise_ratio=[{lo}, {hi}] must satisfy 0 < low < 1 < high")
+    for key in ("max_chi2_sigma", "fit_floor_nsigma", "max_sigma_prior_std", "fit_moment_sigma_px"):
+        if not quality[key] > 0:
+            raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
+    for key, least in (("max_reduced_chi2", 1), ("fit_min_pixels", 1), ("fit_table_n_points", 2),
+                       ("fit_table_k_points", 2), ("fit_moment_iterations", 1),
+                       ("fit_model_error", 0), ("fit_footprint_nsigma", 0)):  # fmt: skip
+        if not quality[key] >= least:
+            raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be >= {least}")
+    unknown = sorted(set(quality.checks) - set(BITS))
+    if unknown:
+        raise UserError(
+            f"quality.checks.{unknown[0]} is not a check: the checks are named by their bits, "
+            f"{', '.join(k for k in quality.checks)}"
+        )
+    for key, value in quality.checks.items():
+        if not isinstance(value, bool):
+            raise UserError(f"quality.checks.{key}={value!r} is not allowed: true or false")
     if not quality.weights_px or min(quality.weights_px) <= 0:
         raise UserError(f"quality.weights_px={list(quality.weights_px)} must be sizes > 0 pixel")
 
@@ -339,9 +356,10 @@ class Checker:
             sources = ndimage.binary_dilation(seg.data > 0, iterations=grow)
             median, rms = self.noise_stats(data, bad[ys, xs] | sources)
         self._background(c, median, rms)
-        shift = (0, 0)
-        if self.on("off_centre"):
-            shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
+        # measured always; the shift only with the off_centre check on
+        shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
+        if not self.on("off_centre"):
+            shift = (0, 0)
         stamp = cut(raw, s, shift, rng, self.noise_rms)
         not_data = bad if padding is None else bad | padding
         if not_data.any() or min(h, w) < s or shift != (0, 0):
@@ -405,7 +423,9 @@ class Checker:
         dy, dx = y - (h - 1) / 2, x - (w - 1) / 2
         if math.hypot(dx, dy) <= self.q.recentre_px:
             return 0, 0
-        if self.other_at_centre(c, data, rms, centre, (y - origin[0], x - origin[1])):
+        if self.on("neighbours") and self.other_at_centre(
+            c, data, rms, centre, (y - origin[0], x - origin[1])
+        ):
             return 0, 0
         # The data it keeps on every side, against what training cutouts give (or, for an
         # image smaller than those, what a centred source in it would have had).
@@ -529,7 +549,10 @@ def prediction_checks(table, predictor, quality):
     each check that is on: ``out_of_range``, ``uninformative`` and ``bad_fit``."""
     checks, prior = quality.checks, predictor.prior
     if checks.out_of_range:
-        yield ("out_of_range", *out_of_range(table, predictor.labels, prior, quality.prior_margin))
+        bad, details = out_of_range(
+            table, predictor.labels, prior, quality.prior_margin, predictor.transforms
+        )
+        yield "out_of_range", bad, details
     if checks.uninformative and prior:
         yield ("uninformative", *uninformative(table, predictor, quality.max_sigma_prior_std))
     if checks.bad_fit and "chi2" in table.colnames:
@@ -568,10 +591,13 @@ def uninformative(table, predictor, ratio: float) -> tuple[np.ndarray, list]:
     return bad, [", ".join(d) for d in details]
 
 
-def out_of_range(table, labels, prior: dict | None, margin: float) -> tuple[np.ndarray, list]:
+def out_of_range(
+    table, labels, prior: dict | None, margin: float, transforms: dict | None = None
+) -> tuple[np.ndarray, list]:
     """Rows (bool) whose prediction is outside the physical range (q in (0, 1], n and re > 0)
     or beyond the training ``prior`` (label -> (min, max)) by more than ``margin`` of its
-    range; and a detail per row."""
+    range, in the label's transform (``transforms``: label -> ``log`` for labels the network
+    fits in log, as a bounded head's margins are); and a detail per row."""
     bad = np.zeros(len(table), dtype=bool)
     details = [[] for _ in range(len(table))]
     physical = {"q": (0.0, 1.0), "n": (0.0, math.inf), "re": (0.0, math.inf)}
@@ -581,8 +607,13 @@ def out_of_range(table, labels, prior: dict | None, margin: float) -> tuple[np.n
         hit = (v <= lo) | (v > hi)
         if prior and name in prior:
             pmin, pmax = prior[name]
-            beyond = margin * (pmax - pmin)
-            hit |= (v < pmin - beyond) | (v > pmax + beyond)
+            if (transforms or {}).get(name) == "log" and pmin > 0:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    t, tmin, tmax = np.log(v), math.log(pmin), math.log(pmax)
+            else:
+                t, tmin, tmax = v, pmin, pmax
+            beyond = margin * (tmax - tmin)
+            hit |= (t < tmin - beyond) | (t > tmax + beyond)
         hit &= np.isfinite(v)
         for i in np.flatnonzero(hit):
             details[i].append(f"{name}={v[i]:.4g}")

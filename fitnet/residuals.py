@@ -31,6 +31,8 @@ from .sersic import SersicRenderer
 
 #: Labels the check needs predicted (the rest of the model comes from the stamp).
 NEEDS = ("mag", "n", "re", "q")
+#: Smallest stamp (pixel) the check judges: its adaptive moments need a few pixels a side.
+MIN_STAMP_PX = 16
 #: Catalogue columns of the check: name -> description (dimensionless).
 COLUMNS = {
     "chi2": "reduced chi-square of the predicted Sersic's residual over the source's footprint",
@@ -44,9 +46,14 @@ def excess_sigma(chi2, pixels) -> np.ndarray:
     return (np.asarray(chi2, dtype=float) - 1.0) * np.sqrt(np.asarray(pixels, dtype=float) / 2)
 
 
-def psf_from_repr(text: str) -> galsim.GSObject:
-    """The PSF a checkpoint records as GalSim's ``repr`` (evaluated with only ``galsim``)."""
-    return eval(text, {"__builtins__": {}, "galsim": galsim})  # noqa: S307 - GalSim's own repr
+def psf_from_repr(text: str) -> galsim.GSObject | None:
+    """The PSF a checkpoint records as GalSim's ``repr`` (evaluated with only ``galsim`` and
+    ``numpy``), or None when that repr cannot be rebuilt."""
+    try:
+        psf = eval(text, {"__builtins__": {}, "galsim": galsim, "np": np, "array": np.array})  # noqa: S307
+    except Exception:  # noqa: BLE001 - any failure: the check cannot run for this checkpoint
+        return None
+    return psf if isinstance(psf, galsim.GSObject) else None
 
 
 class FitCheck:

@@ -85,7 +85,7 @@ class SersicRenderer:
         self.psf_r = np.arange(stamp_size + 1, dtype=float)  # pixel
         profile = [psf.xValue(galsim.PositionD(r * pixel_scale, 0)) for r in self.psf_r]
         self.psf_log = np.log(np.maximum(np.array(profile) * pixel_scale**2, 1e-300))
-        sides = sorted({max(stamp_size // d, 8) for d in (8, 4, 2)} | {stamp_size})
+        sides = sorted({min(max(stamp_size // d, 8), stamp_size) for d in (8, 4, 2)} | {stamp_size})
         self.boxes = {w: _Box(psf, pixel_scale, 2 * w) for w in sides}
         log_n, log_k, table = sersic_table(n_points, k_points)
         self.log_n = (float(log_n[0]), float(log_n[1] - log_n[0]), len(log_n))

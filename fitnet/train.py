@@ -50,7 +50,7 @@ from .metrics import label_metrics
 from .models import BoundedOutputs, FrozenRefinerHead, build_model
 from .noise import CCDNoise
 from .plots import plot_history
-from .runtime import UserError, command, resolve_device
+from .runtime import UserError, command, positive, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,7 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     prior = training_prior(paths["train"][0], targets)
     bounds = None
     if cfg.bounded_head:  # the means cannot leave the prior (models.BoundedOutputs)
-        if not cfg.head_margin > 0:
-            raise UserError(f"head_margin={cfg.head_margin} is not allowed: must be > 0")
-        bounds = start.scaler.bounds(prior, cfg.head_margin)
+        bounds = start.scaler.bounds(prior, positive("head_margin", cfg.head_margin))
         step_model = BoundedOutputs(step_model, *bounds).to(device)
     run = Run(
         cfg, targets, device, output_dir, start, stamp_size, attrs["train"], prior, bounds,

@@ -357,3 +357,12 @@ def test_a_mask_marks_bad_pixels_for_a_file_and_a_folder(tiny_ckpt, test_images,
                 f"mask={tmp_path / 'masks' / 'b.fits'}", f"output={tmp_path / 'c.csv'}",
             )
         )  # fmt: skip
+
+
+def test_the_residual_check_flags_a_poor_model_and_turns_off(tiny_ckpt, tiny_data, tmp_path):
+    path, out = tiny_data / "test.h5", tmp_path / "c.csv"
+    # the tiny checkpoint's predictions are far from its galaxies: their residuals show it
+    on = predict_file(tiny_ckpt, path, out, "quality.checks.bad_fit=true")
+    assert np.all(np.isfinite(on["chi2"])) and np.any(on["flag"] & BITS["bad_fit"])
+    off = predict_file(tiny_ckpt, path, out, "quality.checks.bad_fit=false")
+    assert np.all(np.isnan(off["chi2"])) and not np.any(off["flag"] & BITS["bad_fit"])

@@ -152,6 +152,18 @@ def test_a_sigma_as_wide_as_the_prior_is_uninformative():
     assert list(bad) == [False, True] and details[1] == "n sigma 1.16 x the prior's"
 
 
+def test_a_misspelt_check_is_refused():
+    with pytest.raises(UserError, match=r"quality\.checks\.bad_fits is not a check"):
+        Checker(quality("+quality.checks.bad_fits=false"), SIZE, RMS)
+
+
+def test_out_of_range_margins_are_in_the_log_for_log_labels():
+    table = Table({"re": [0.055, 0.05]})
+    # 3% of ln(2 / 0.06) below ln 0.06 is re = 0.0539: 0.055 inside, 0.05 beyond
+    bad, _ = out_of_range(table, ["re"], {"re": [0.06, 2.0]}, 0.03, {"re": "log"})
+    assert list(bad) == [False, True]
+
+
 def test_out_of_range_predictions():
     table = Table({"q": [0.5, -0.2, 1.3, 0.9], "n": [1.0, 2.0, 3.0, 9.0]})
     bad, details = out_of_range(table, ["q", "n"], {"n": [0.3, 6.0]}, margin=0.05)

@@ -490,6 +490,7 @@ def test_cache_seed_must_be_an_integer(train_config, tmp_path):
 def test_a_bounded_head_keeps_any_prediction_inside_the_prior(train_config, tmp_path):
     train(train_config("bounded_head=true", "head_margin=0.05"), tmp_path / "run")
     model, scaler, norm, payload = load_model(tmp_path / "run" / "last.pt")
+    assert isinstance(model, BoundedOutputs) and len(payload["output_bounds"]) == 4
     extreme = torch.cat([torch.full((1, 1, 64, 64), v) for v in (-1e4, 0.0, 1e2, 1e4)])
     with torch.no_grad():
         out = model(norm(extreme)).numpy()
