@@ -273,8 +273,9 @@ def residual_chi2(fit: FitCheck, stamps: list[Stamp], images, pred: dict):
     """The reduced chi-square of the predicted models ``pred`` of ``stamps`` (their ``images``)
     over each target's footprint without the pixels replaced by noise, and its pixel counts."""
     rms = np.array([s.columns.get("noise_ratio", np.nan) for s in stamps]) * fit.noise_rms
-    level = np.array([s.columns.get("background", 0.0) for s in stamps]) * fit.noise_rms
-    images = images - np.nan_to_num(level)[:, None, None]  # the measured background off
+    # The measured background is not subtracted: measured on a cutout's border it is noisy and,
+    # for a small cutout, holds the galaxy's wings (subtracting it doubled the clean galaxies
+    # flagged); a real sky offset sets the background bit instead.
     footprints = [s.footprint for s in stamps]
     replaced = [s.replaced for s in stamps]
     return fit(images, footprints, replaced, rms, {k: pred[k] for k in NEEDS})
