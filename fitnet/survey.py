@@ -32,6 +32,7 @@ from astropy.wcs import WCS
 from tqdm import tqdm
 
 from .flags import BITS
+from .inference import checker_for, predict_table
 from .inputs import InputError, Stamp, StampMaker, fits_pixel_scale, scale_mismatch
 from .runtime import UserError
 
@@ -194,13 +195,22 @@ def survey_table(sources: Table, table: Table, x, y) -> Table:
     return out
 
 
-def survey_catalogue(predictor, mosaic: Mosaic, sources: Table, columns, batch_size: int, *,
-                     quality, input_scale: float, pad_seed: int, pixel_scale: float | None,
-                     allow_mismatch: bool, progress: bool) -> Table:  # fmt: skip
+def survey_catalogue(
+    predictor,
+    mosaic: Mosaic,
+    sources: Table,
+    columns,
+    batch_size: int,
+    *,
+    quality,
+    input_scale: float,
+    pad_seed: int,
+    pixel_scale: float | None,
+    allow_mismatch: bool,
+    progress: bool,
+) -> Table:
     """The catalogue of every row of ``sources`` measured on ``mosaic`` (module docstring);
     ``pixel_scale`` (arcsec / pixel) for a mosaic whose header states none."""
-    from .inference import checker_for, predict_table
-
     scale = fits_pixel_scale(mosaic.header)
     if scale is None:
         if pixel_scale is None:
