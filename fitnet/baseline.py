@@ -36,6 +36,7 @@ from .flags import BITS
 from .imfit import fit_sersic, psf_image, require_pyimfit
 from .inference import UNITS, write_table
 from .inputs import hdf5_pixel_scale, scales_differ
+from .residuals import psf_from_repr
 from .runtime import as_list, command
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
         config = OmegaConf.create(f["config"][()].decode()) if "config" in f else None
     if config is not None:
         attrs = describe_split(path)
-        psf = instantiate(config.instrument.psf).withFlux(1.0)
-        return psf_image(psf, attrs["pixel_scale_arcsec"]), attrs
+        # the recorded PSF (an image PSF's pixels too), else the config's profile
+        psf = psf_from_repr(attrs.get("psf", "")) or instantiate(config.instrument.psf)
+        return psf_image(psf.withFlux(1.0), attrs["pixel_scale_arcsec"]), attrs
     if instrument is None:
         raise DataError(
             f"{path} has no /config, so not the true PSF and noise of its simulation: pass "

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from .inference import Predictor, catalogue, write_table
 from .runtime import UserError, as_list, checkpoint_paths, command, positive, resolve_device
-from .survey import Mosaic, read_sources, survey_catalogue
+from .survey import open_mosaics, read_sources, survey_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run(cfg: DictConfig):
     if cfg.catalog is not None:  # a mosaic and its source catalogue
         table = survey_catalogue(
             predictor,
-            Mosaic(cfg.input, cfg.weight, cfg.rms, cfg.mask),
+            open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap),
             read_sources(cfg.catalog),
             cfg.columns,
             cfg.batch_size[predictor.device.type],
@@ -48,8 +48,10 @@ def run(cfg: DictConfig):
             progress=cfg.progress,
         )
     else:
-        if cfg.weight is not None or cfg.rms is not None:
-            raise UserError("weight= and rms= are maps of a mosaic: give catalog= too")
+        if cfg.weight is not None or cfg.rms is not None or cfg.segmap is not None:
+            raise UserError("weight=, rms= and segmap= are maps of a mosaic: give catalog= too")
+        if len(as_list(cfg.input)) > 1:
+            raise UserError("a list of inputs needs catalog= (mosaics); cutouts go in one folder")
         table = catalogue(
             predictor,
             cfg.input,

@@ -92,6 +92,17 @@ def compose_packaged(config_name: str, overrides=()):
         return compose(config_name, overrides=list(overrides))
 
 
+def compose_config(config_name: str, overrides=()):
+    """``compose_packaged``, also from inside a running Hydra application (which has already
+    initialised Hydra on the packaged configs, so composing needs no new initialisation)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name, overrides=list(overrides))
+    return compose_packaged(config_name, overrides)
+
+
 def as_list(value) -> list:
     """A config value that may be one item or a list of them, as a list."""
     if OmegaConf.is_list(value):

@@ -20,6 +20,7 @@ adds the predictions, sigmas, flags, what the checks measured, and the position 
 
 from __future__ import annotations
 
+import glob
 import logging
 from pathlib import Path
 
@@ -29,12 +30,13 @@ from astropy.io import fits
 from astropy.nddata.utils import overlap_slices
 from astropy.table import Table, hstack
 from astropy.wcs import WCS
+from scipy import ndimage
 from tqdm import tqdm
 
 from .flags import BITS
 from .inference import checker_for, predict_table
 from .inputs import InputError, Stamp, StampMaker, fits_pixel_scale, scale_mismatch
-from .runtime import UserError
+from .runtime import UserError, as_list
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class Mosaic:
     """A mosaic FITS image (the first HDU with 2-D data, read piece by piece) with its WCS and,
     optionally, weight (inverse variance) or rms map and mask of the same shape."""
 
-    def __init__(self, path, weight=None, rms=None, mask=None):
+    def __init__(self, path, weight=None, rms=None, mask=None, segmap=None):
         self.path = Path(path)
         self.data, self.header = self._open(self.path, "input")
         self.wcs = WCS(self.header) if self.header is not None else None
@@ -66,6 +68,7 @@ class Mosaic:
         self.weight = None if weight is None else self._map(weight, "weight")
         self.rms = None if rms is None else self._map(rms, "rms")
         self.mask = None if mask is None else self._map(mask, "mask")
+        self.segmap = None if segmap is None else self._map(segmap, "segmap")
 
     @staticmethod
     def _open(path: Path, key: str):
@@ -138,6 +141,34 @@ class Mosaic:
             bad[cut] |= np.asarray(self.mask[inside]) != 0
         return data, bad, padding, rms
 
+    def segments(self, x: float, y: float, size: int) -> np.ndarray:
+        """The segmentation map's labels (0 = sky, and beyond the edge) of the cutout about
+        pixel (x, y), placed as ``cutout`` places the data."""
+        inside, cut = overlap_slices(self.segmap.shape, (size, size), (y, x), mode="partial")
+        labels = np.zeros((size, size), dtype=np.int64)
+        labels[cut] = self.segmap[inside]
+        return labels
+
+
+def segmap_neighbours(data, labels, own: int, quality) -> tuple[np.ndarray, int, float]:
+    """The pixels of the other sources of a cutout's segmentation ``labels`` (grown by
+    ``quality.neighbour_dilate_px``, never over the target's own segment ``own``), their number,
+    and the largest flux ratio to the target of one that touches it (0 when none does)."""
+    others = (labels != 0) & (labels != own)
+    count = len(np.unique(labels[others]))
+    grow = int(quality.neighbour_dilate_px)
+    mask = ndimage.binary_dilation(others, iterations=grow) if grow and count else others
+    ratio = 0.0
+    if own and count:
+        mask &= labels != own
+        touch = ndimage.binary_dilation(labels == own, iterations=max(grow, 1)) & others
+        flux = np.bincount(labels.ravel(), weights=np.nan_to_num(data).ravel().astype(float))
+        own_flux = flux[own] if own < len(flux) else 0.0
+        for k in np.unique(labels[touch]):
+            if own_flux > 0:
+                ratio = max(ratio, flux[k] / own_flux)
+    return mask, count, ratio
+
 
 def to_model_depth(data, rms, model_rms: float, input_scale: float, rng) -> np.ndarray:
     """``data`` (input units) with Gaussian noise added where its ``rms`` (input units, NaN =
@@ -148,27 +179,52 @@ def to_model_depth(data, rms, model_rms: float, input_scale: float, rng) -> np.n
     return (data + extra * rng.standard_normal(data.shape)).astype(np.float32)
 
 
-def stamps(mosaic: Mosaic, x, y, maker: StampMaker, input_scale: float, seed: int):
-    """The Stamp of every position (x, y): a flagged row without a measurement for one
-    outside the mosaic, a padded one flagged ``off_image`` for a cutout over its edge."""
-    height, width = mosaic.data.shape
+def assign(mosaics: list[Mosaic], sources: Table, columns):
+    """For every catalogue row: the index of the mosaic it lies deepest inside (-1 when in
+    none) and its 0-based pixel position (x, y) there (in the first mosaic when in none)."""
+    margins, xs, ys = [], [], []
+    for mosaic in mosaics:
+        x, y = mosaic.pixels(sources, columns)
+        height, width = mosaic.data.shape
+        margin = np.minimum.reduce([x + 0.5, width - 0.5 - x, y + 0.5, height - 0.5 - y])
+        margins.append(np.where(np.isfinite(margin), margin, -np.inf))
+        xs.append(x)
+        ys.append(y)
+    margins = np.stack(margins)
+    which = np.argmax(margins, axis=0)
+    rows = np.arange(len(sources))
+    x, y = np.stack(xs)[which, rows], np.stack(ys)[which, rows]
+    inside = margins[which, rows] > 0
+    return np.where(inside, which, -1), x, y
+
+
+def stamps(mosaics: list[Mosaic], which, x, y, maker: StampMaker, input_scale: float, seed: int,
+           quality=None, ids=None):  # fmt: skip
+    """The Stamp of every catalogue row, cut from mosaic ``mosaics[which[k]]`` at (x, y): a
+    flagged row without a measurement for one outside every mosaic, a padded one flagged
+    ``off_image`` for a cutout over an edge. With a segmentation map, the pixels of other
+    segments become noise before the checks (the target's segment: ``ids``, the catalogue's
+    labels, else the label at its position)."""
     rng = np.random.default_rng(seed)
-    name = mosaic.path.name
-    for k, (px, py) in enumerate(zip(x, y, strict=True)):
-        source = f"{name}[{k}]"  # the k-th catalogue row
-        if not (np.isfinite(px) and np.isfinite(py)) or not (
-            -0.5 <= px < width - 0.5 and -0.5 <= py < height - 0.5
-        ):
+    for k, (m, px, py) in enumerate(zip(which, x, y, strict=True)):
+        if m < 0:
             yield Stamp(
-                source, None, BITS["off_image"], f"off_image: ({px:.1f}, {py:.1f}) px is outside"
-            )
+                f"row {k}", None, BITS["off_image"],
+                f"off_image: ({px:.1f}, {py:.1f}) px is outside every mosaic",
+            )  # fmt: skip
             continue
+        mosaic = mosaics[m]
+        source = f"{mosaic.path.name}[{k}]"  # the k-th catalogue row
         data, bad, padding, rms = mosaic.cutout(px, py, maker.stamp_size)
         # padding: background noise of the model's rms, as for any small cutout
         data[padding] = rng.normal(0.0, maker.noise_rms / input_scale, int(padding.sum()))
         if rms is not None:
             data = to_model_depth(data, rms, maker.noise_rms, input_scale, rng)
-        stamp = maker(source, data, bad, padding)
+        if mosaic.segmap is None:
+            stamp = maker(source, data, bad, padding)
+        else:
+            stamp = segmented_stamp(mosaic, maker, source, data, bad, padding, (px, py),
+                                    None if ids is None else ids[k], quality, rng)  # fmt: skip
         if padding.any():
             stamp.flag |= BITS["off_image"]
             detail = f"off_image: the cutout runs {int(padding.sum())} px off the image's edge"
@@ -176,11 +232,38 @@ def stamps(mosaic: Mosaic, x, y, maker: StampMaker, input_scale: float, seed: in
         yield stamp
 
 
-def survey_table(sources: Table, table: Table, x, y) -> Table:
+def segmented_stamp(mosaic, maker, source, data, bad, padding, position, own, quality, rng):
+    """The Stamp of a cutout whose neighbours, per the segmentation map, are replaced by noise
+    first (left out of the residual as padding is); a bright one touching the target sets
+    ``neighbours``, and n_neighbours and masked_fraction count them."""
+    size = maker.stamp_size
+    labels = mosaic.segments(*position, size)
+    if own is None:
+        own = int(labels[size // 2, size // 2])  # overlap_slices puts the position there
+    mask, count, ratio = segmap_neighbours(data, labels, int(own), quality)
+    data = data.copy()
+    data[mask] = rng.normal(0.0, maker.noise_rms / maker.input_scale, int(mask.sum()))
+    stamp = maker(source, data, bad, padding | mask)
+    if stamp.image is None:
+        return stamp
+    stamp.columns["n_neighbours"] = stamp.columns.get("n_neighbours", 0) + count
+    stamp.columns["masked_fraction"] = stamp.columns.get("masked_fraction", 0.0) + mask.mean()
+    if ratio >= quality.neighbour_flux_ratio and quality.checks.get("neighbours", True):
+        stamp.flag |= BITS["neighbours"]
+        detail = f"neighbours: a segment of {ratio:.2g} x its flux touches it (segmap)"
+        stamp.problem = "; ".join(p for p in (stamp.problem, detail) if p)
+    return stamp
+
+
+def survey_table(sources: Table, table: Table, x, y, mosaic=None) -> Table:
     """The catalogue ``sources`` with the prediction ``table`` beside it (an input column
-    with the name of one of ours is kept as ``<name>_input``) and the pixel positions."""
+    with the name of one of ours is kept as ``<name>_input``), the pixel positions and, for
+    several mosaics, the file each row was measured on (``mosaic``)."""
     ours = table.copy()
     ours.remove_columns([c for c in ("row", "source") if c in ours.colnames])
+    if mosaic is not None:
+        ours["mosaic"] = mosaic
+        ours["mosaic"].description = "the mosaic the row was measured on ('' = none holds it)"
     ours["x_image"], ours["y_image"] = np.asarray(x, float), np.asarray(y, float)
     for col in ("x_image", "y_image"):
         ours[col].unit = "pix"
@@ -197,7 +280,7 @@ def survey_table(sources: Table, table: Table, x, y) -> Table:
 
 def survey_catalogue(
     predictor,
-    mosaic: Mosaic,
+    mosaics: list[Mosaic],
     sources: Table,
     columns,
     batch_size: int,
@@ -209,8 +292,33 @@ def survey_catalogue(
     allow_mismatch: bool,
     progress: bool,
 ) -> Table:
-    """The catalogue of every row of ``sources`` measured on ``mosaic`` (module docstring);
-    ``pixel_scale`` (arcsec / pixel) for a mosaic whose header states none."""
+    """The catalogue of every row of ``sources`` measured on the mosaic it lies deepest in
+    (module docstring); ``pixel_scale`` (arcsec / pixel) for mosaics whose header states none."""
+    for mosaic in mosaics:
+        check_scale(mosaic, predictor, pixel_scale, allow_mismatch)
+    which, x, y = assign(mosaics, sources, columns)
+    ids = None
+    if columns.get("id") is not None and any(m.segmap is not None for m in mosaics):
+        if columns.id not in sources.colnames:
+            raise InputError(f"columns.id={columns.id}: the catalogue has no such column")
+        ids = np.asarray(sources[columns.id], dtype=np.int64)
+    maker = StampMaker(
+        predictor.stamp_size,
+        predictor.noise_rms,
+        input_scale,
+        pad_seed,
+        checker_for(predictor, quality),
+    )
+    rows = stamps(mosaics, which, x, y, maker, input_scale, pad_seed, quality, ids)
+    with tqdm(total=len(sources), unit="src", desc="predict", disable=not progress) as bar:
+        table = predict_table(predictor, rows, batch_size, bar.update, quality)
+    names = np.array([mosaics[m].path.name if m >= 0 else "" for m in which])
+    return survey_table(sources, table, x, y, names if len(mosaics) > 1 else None)
+
+
+def check_scale(mosaic: Mosaic, predictor, pixel_scale, allow_mismatch: bool) -> None:
+    """InputError unless the mosaic's pixel scale (its header's, else ``pixel_scale``) is the
+    model's (or ``allow_mismatch``)."""
     scale = fits_pixel_scale(mosaic.header)
     if scale is None:
         if pixel_scale is None:
@@ -222,15 +330,38 @@ def survey_catalogue(
     problem = scale_mismatch(str(mosaic.path), scale, predictor.pixel_scale)
     if problem and not allow_mismatch:
         raise InputError(problem)
-    x, y = mosaic.pixels(sources, columns)
-    maker = StampMaker(
-        predictor.stamp_size,
-        predictor.noise_rms,
-        input_scale,
-        pad_seed,
-        checker_for(predictor, quality),
-    )
-    rows = stamps(mosaic, x, y, maker, input_scale, pad_seed)
-    with tqdm(total=len(sources), unit="src", desc="predict", disable=not progress) as bar:
-        table = predict_table(predictor, rows, batch_size, bar.update, quality)
-    return survey_table(sources, table, x, y)
+
+
+def expand(value) -> list[str]:
+    """A path option as a list of paths: one path, a list, and glob patterns (sorted)."""
+    out = []
+    for item in as_list(value):
+        item = str(item)
+        if any(ch in item for ch in "*?["):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise InputError(f"{item} matches no file")
+            out.extend(matches)
+        else:
+            out.append(item)
+    return out
+
+
+def open_mosaics(inputs, weight=None, rms=None, mask=None, segmap=None) -> list[Mosaic]:
+    """The mosaics of ``inputs`` (a path, a list or globs), each with its maps: every map
+    option, when given, names one file per mosaic in the same order."""
+    paths = expand(inputs)
+    maps = {}
+    for key, value in (("weight", weight), ("rms", rms), ("mask", mask), ("segmap", segmap)):
+        if value is None:
+            maps[key] = [None] * len(paths)
+            continue
+        files = expand(value)
+        if len(files) != len(paths):
+            raise InputError(
+                f"{key}= names {len(files)} file(s) for {len(paths)} mosaic(s): give one per "
+                "mosaic, in the same order"
+            )
+        maps[key] = files
+    return [Mosaic(p, *(maps[k][i] for k in ("weight", "rms", "mask", "segmap")))
+            for i, p in enumerate(paths)]  # fmt: skip

@@ -90,6 +90,7 @@ def validate(cfg: DictConfig) -> list[str]:
         raise TrainConfigError(
             f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"
         )
+    positive("max_minutes", cfg.max_minutes, allow_null=True)
     resolve_device(cfg.device)
     return targets
 
@@ -434,15 +435,27 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     run folder."""
     if output_dir is None:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
-    state = setup(cfg, Path(output_dir))
+    state, started = setup(cfg, Path(output_dir)), time.monotonic()
     for epoch in range(state.first_epoch, cfg.epochs + 1):
         log_epoch(state, *fit_epoch(state, epoch))
         if cfg.early_stopping_patience and state.since_best >= cfg.early_stopping_patience:
             log.info("early stopping: no improvement for %d epochs", state.since_best)
             break
+        if epoch < cfg.epochs and out_of_time(cfg.max_minutes, started, state.history[-1]):
+            log.info("stopping after epoch %d: another would pass max_minutes=%s", epoch,
+                     cfg.max_minutes)  # fmt: skip
+            break
     plot_history(state.history, state.output_dir / "loss_curve.png")
     log.info("best validation loss %.4f; checkpoints in %s", state.best, state.output_dir)
     return state.best
+
+
+def out_of_time(max_minutes: float | None, started: float, last_epoch: dict) -> bool:
+    """Whether one more epoch as long as ``last_epoch`` (its metrics.csv row) would end past
+    ``max_minutes`` of wall time since ``started`` (``time.monotonic``); None = no limit."""
+    if max_minutes is None:
+        return False
+    return time.monotonic() - started + last_epoch["seconds"] > 60 * max_minutes
 
 
 def wraps_network(run_model: DictConfig, ckpt_model: dict) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import galsim
@@ -92,6 +93,20 @@ class Companions:
 
 
 @dataclass
+class Jitter:
+    mag: float = MISSING  # mag
+    n: float = MISSING  # ln n
+    re: float = MISSING  # ln re
+    q: float = MISSING
+
+
+@dataclass
+class PriorTable:
+    file: str | None = None  # reference catalogue of (mag, n, re, q); None = independent draws
+    jitter: Jitter = field(default_factory=Jitter)
+
+
+@dataclass
 class Paths:
     data_dir: str = MISSING
 
@@ -109,6 +124,7 @@ class SimulateConfig:
     splits: Splits = field(default_factory=Splits)
     bounds: Bounds = field(default_factory=Bounds)
     companions: Companions = field(default_factory=Companions)
+    prior_table: PriorTable = field(default_factory=PriorTable)
     montage: int = MISSING
     noiseless: bool = MISSING
     overwrite: bool = MISSING
@@ -220,6 +236,21 @@ def validate(cfg: DictConfig) -> DictConfig:
         pair = list(comp[key])
         if len(pair) != 2 or not lo <= pair[0] <= pair[1]:
             _fail(f"companions.{key}", pair, f"must be [min, max] with {lo} <= min <= max")
+    for key, value in merged.prior_table.jitter.items():
+        if not value >= 0:
+            _fail(f"prior_table.jitter.{key}", value, "must be >= 0")
+    table = merged.prior_table.file
+    if table is not None and not Path(table).is_file():
+        _fail("prior_table.file", table, "must be an existing FITS, ECSV or CSV table (or null)")
+    if table is not None:  # read once here, so that a bad table fails before any rendering
+        from .priors import ReferenceTable
+
+        try:
+            ReferenceTable.read(table, merged.prior_table.jitter, merged.prior)
+        except Exception as err:  # noqa: BLE001 - any reading failure is the user's table
+            raise ConfigError(str(err) if isinstance(err, ValueError) else
+                              f"prior_table.file={table} cannot be read as a table by astropy "
+                              f"({type(err).__name__}): give a FITS, ECSV or CSV file") from err  # fmt: skip
     if merged.workers < 0:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:
@@ -242,6 +273,9 @@ def check_psf(instrument) -> None:
     """Build the PSF once, here in the main process, so that a bad class or keyword fails in
     seconds with its name (not in every rendering worker), and check that it is a proper PSF:
     sizes > 0, a positive, finite flux and FWHM."""
+    for key in instrument.psf:
+        if OmegaConf.is_missing(instrument.psf, key):
+            _fail(f"instrument.psf.{key}", "???", f"must be given (instrument.psf.{key}=...)")
     spec = OmegaConf.to_container(instrument.psf, resolve=True)
     for key in PSF_SIZE_KEYS:
         value = spec.get(key)
@@ -253,6 +287,8 @@ def check_psf(instrument) -> None:
         flux = float(psf.flux)
     except Exception as err:  # noqa: BLE001 - any failure to build is a config problem
         cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):  # simulate.psf.image_psf says what is wrong
+            raise cause from None
         _fail("instrument.psf", spec, f"GalSim could not build it ({' '.join(str(cause).split())})")
     if not isinstance(psf, galsim.GSObject):
         _fail("instrument.psf._target_", spec["_target_"], "must be a GalSim profile (GSObject)")

@@ -17,6 +17,7 @@ by several jobs sharing ``out_dir``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import multiprocessing as mp
@@ -36,7 +37,14 @@ from .bounds import fisher_matrix, label_bounds
 from .config import split_ranges, validate
 from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
 from .noise import add_noise, background_rms, matched_filter_snr
-from .priors import FIT_LABELS, draw_companions, draw_parameters, n_grid
+from .priors import (
+    FIT_LABELS,
+    TABLE_COLUMNS,
+    ReferenceTable,
+    draw_companions,
+    draw_parameters,
+    n_grid,
+)
 from .render import StampRenderer, flux_from_mag
 
 log = logging.getLogger(__name__)
@@ -51,13 +59,40 @@ def data_config(cfg: DictConfig) -> DictConfig:
     optional = ["noiseless"] if cfg.get("noiseless") else []
     if companions_of(cfg) is not None:
         optional.append("companions")
+    if table_file(cfg):
+        optional.append("prior_table")
     return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *optional])
 
 
 def config_digest(cfg: DictConfig) -> str:
     """Short hash of the data-defining configuration; names the part folder, stored in files."""
     text = OmegaConf.to_yaml(data_config(cfg), resolve=True, sort_keys=True)
+    for path in (cfg.instrument.psf.get("file"), table_file(cfg)):
+        if path:  # a PSF image or a reference table: its contents define the data, not its name
+            text += hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def table_file(cfg: DictConfig) -> str | None:
+    """The reference table of the joint prior (``prior_table.file``), or None."""
+    return (cfg.get("prior_table") or {}).get("file")
+
+
+@functools.lru_cache(maxsize=4)
+def reference_table(file: str, stamp: float, jitter: tuple, prior_yaml: str) -> ReferenceTable:
+    """The table of ``file`` (modified at ``stamp``), read once per process."""
+    prior = OmegaConf.create(prior_yaml)
+    return ReferenceTable.read(file, dict(zip(TABLE_COLUMNS, jitter, strict=True)), prior)
+
+
+def table_of(cfg: DictConfig) -> ReferenceTable | None:
+    file = table_file(cfg)
+    if not file:
+        return None
+    jitter = tuple(float(cfg.prior_table.jitter[c]) for c in TABLE_COLUMNS)
+    return reference_table(
+        str(file), Path(file).stat().st_mtime, jitter, OmegaConf.to_yaml(cfg.prior)
+    )
 
 
 def resolve_workers(workers: int) -> int:
@@ -78,7 +113,8 @@ def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.n
 
     ``params["crb"]`` marks the galaxies of the splits that get Cramer-Rao bounds.
     """
-    params = draw_parameters(cfg.seed, np.arange(start, stop), cfg.prior, cfg.render.n_grid_points)
+    indices = np.arange(start, stop)
+    params = draw_parameters(cfg.seed, indices, cfg.prior, cfg.render.n_grid_points, table_of(cfg))
     ranges = split_ranges(cfg.n, cfg.splits)
     params["crb"] = np.zeros(stop - start, dtype=bool)
     for name in cfg.bounds.splits:

@@ -58,11 +58,13 @@ def round_to_grid(values: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
     return grid[np.searchsorted(edges, np.log(values))]
 
 
-def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int) -> dict:
+def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int, table=None) -> dict:
     """Draw the labels of the galaxies with the given global ``indices``.
 
     Returns a dict of 1-D arrays keyed by LABEL_UNITS plus ``index`` (global index) and
-    ``noise_seed`` (seed of the galaxy's GalSim noise deviate, never 0).
+    ``noise_seed`` (seed of the galaxy's GalSim noise deviate, never 0). With ``table`` (a
+    ``ReferenceTable``), mag, n, re and q are resampled from it instead; every other label and
+    the noise stay those of the independent draws.
     """
     indices = np.asarray(indices, dtype=np.int64)
     m = len(indices)
@@ -80,6 +82,8 @@ def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int) -
         raw[k, 5:7] = rng.uniform(prior.offset.min, prior.offset.max, size=2)
         sizes[k] = rng.integers(prior.size.min, prior.size.max, endpoint=True)
         noise_seeds[k] = rng.integers(1, 2**31 - 1)  # GalSim treats seed 0 as "from the clock"
+    if table is not None:
+        raw[:, :4] = table.draw(seed, indices)
     grid = n_grid(prior.n, n_grid_points)
     return {
         "index": indices,
@@ -93,6 +97,71 @@ def draw_parameters(seed: int, indices: np.ndarray, prior, n_grid_points: int) -
         "size": sizes,
         "noise_seed": noise_seeds,
     }
+
+
+#: Columns of a reference table, in the order of ``draw_parameters``' first four labels.
+TABLE_COLUMNS = ("mag", "n", "re", "q")
+#: Labels whose jitter is relative (a Gaussian in ln), the others' is absolute.
+RELATIVE_JITTER = ("n", "re")
+
+
+class ReferenceTable:
+    """A joint prior of (mag, n, re, q): rows of a reference catalogue resampled with Gaussian
+    jitter, so that a survey trains on its own population rather than on independent draws.
+
+    ``rows``: array (N, 4) of mag (AB), n, re (arcsec, semi-major axis), q, all inside the
+    prior's ranges; ``jitter``: per column, the rms of the jitter (mag, and q absolute; n and
+    re in ln). A jittered value leaving its range is reflected back into it.
+    """
+
+    def __init__(self, rows: np.ndarray, jitter: dict, prior):
+        self.rows = np.asarray(rows, dtype=float)
+        self.jitter = np.array([float(jitter[c]) for c in TABLE_COLUMNS])
+        self.ranges = [(float(prior[c].min), float(prior[c].max)) for c in TABLE_COLUMNS]
+
+    @classmethod
+    def read(cls, file, jitter: dict, prior) -> ReferenceTable:
+        """Read a FITS, ECSV or CSV table with the TABLE_COLUMNS; rows outside the prior's
+        ranges are left out. ValueError names the file and what is wrong."""
+        from astropy.table import Table
+
+        table = Table.read(file)
+        missing = [c for c in TABLE_COLUMNS if c not in table.colnames]
+        if missing:
+            raise ValueError(f"prior_table.file={file} lacks the columns {missing}")
+        rows = np.stack([np.asarray(table[c], dtype=float) for c in TABLE_COLUMNS], axis=1)
+        inside = np.isfinite(rows).all(axis=1)
+        for j, c in enumerate(TABLE_COLUMNS):
+            inside &= (rows[:, j] >= prior[c].min) & (rows[:, j] <= prior[c].max)
+        if inside.sum() == 0:
+            raise ValueError(
+                f"prior_table.file={file}: none of its {len(rows)} rows lies inside the prior"
+            )
+        return cls(rows[inside], jitter, prior)
+
+    def draw(self, seed: int, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), 4) jittered rows, galaxy ``i`` from its own stream of ``(seed, i)``."""
+        out = np.empty((len(indices), 4))
+        for k, index in enumerate(indices):
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(index), 2)))
+            row = self.rows[rng.integers(len(self.rows))]
+            noise = rng.normal(size=4) * self.jitter
+            for j, column in enumerate(TABLE_COLUMNS):
+                lo, hi = self.ranges[j]
+                if column in RELATIVE_JITTER:
+                    out[k, j] = np.exp(reflect(np.log(row[j]) + noise[j], np.log(lo), np.log(hi)))
+                else:
+                    out[k, j] = reflect(row[j] + noise[j], lo, hi)
+        return out
+
+
+def reflect(value: float, lo: float, hi: float) -> float:
+    """``value`` mirrored at ``lo`` and ``hi`` until it lies in [lo, hi]."""
+    if hi <= lo:
+        return lo
+    period = 2 * (hi - lo)
+    x = (value - lo) % period
+    return lo + (period - x if x > hi - lo else x)
 
 
 def companion_stream(seed: int, index: int) -> np.random.SeedSequence:

@@ -122,3 +122,88 @@ def test_ra_dec_without_a_wcs_is_refused(mosaic, tmp_path):
     fits.PrimaryHDU(data).writeto(tmp_path / "nowcs.fits")
     with pytest.raises(InputError, match=r"nowcs\.fits has no celestial WCS"):
         predict(mosaic, f"input={tmp_path / 'nowcs.fits'}", "pixel_scale=0.06")
+
+
+def disc(shape, centre, radius) -> np.ndarray:
+    ys, xs = np.indices(shape)
+    return (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2 <= radius**2
+
+
+@pytest.fixture(scope="module")
+def neighbour(mosaic, tmp_path_factory):
+    """The mosaic with a bright compact neighbour 30 px right of the first galaxy, and two
+    segmentation maps: one with the neighbour's segment apart, one where it touches."""
+    folder = tmp_path_factory.mktemp("neighbour")
+    data, header = fits.getdata(mosaic / "mosaic.fits", header=True)
+    ys, xs = np.indices(data.shape)
+    blob = 40 * RMS * np.exp(-((xs - 180.0) ** 2 + (ys - 160.0) ** 2) / (2 * 3.0**2))
+    fits.PrimaryHDU((data + blob).astype(np.float32), header).writeto(folder / "mosaic.fits")
+    for name, own_radius in (("apart", 12), ("touching", 22)):
+        seg = np.zeros(data.shape, dtype=np.int32)
+        seg[disc(data.shape, (150, 160), own_radius)] = 1
+        seg[disc(data.shape, (180, 160), 8)] = 2
+        fits.PrimaryHDU(seg, header).writeto(folder / f"seg_{name}.fits")
+    Table({"x": [150.0], "y": [160.0], "number": [1]}).write(folder / "sources.csv")
+    return folder
+
+
+def predict_neighbour(folder, *overrides):
+    return predict(
+        folder, f"catalog={folder / 'sources.csv'}", "quality.checks.neighbours=true", *overrides
+    )
+
+
+def test_a_segmentation_map_replaces_the_neighbours_pixels(neighbour):
+    # with the checks' own neighbour search off, only the map can find the neighbour
+    off = "quality.checks.neighbours=false"
+    table = predict_neighbour(neighbour, f"segmap={neighbour / 'seg_apart.fits'}", off)
+    assert table["n_neighbours"][0] == 1 and table["masked_fraction"][0] > 0
+    assert abs(table["mag"][0] - GALAXIES[0][1]) < 0.1
+    without = predict_neighbour(neighbour, off)
+    assert not without["masked_fraction"][0] > 0
+
+
+def test_a_bright_segment_touching_the_target_is_flagged(neighbour):
+    table = predict_neighbour(
+        neighbour, f"segmap={neighbour / 'seg_touching.fits'}", "columns.id=number"
+    )
+    assert table["flag"][0] & BITS["neighbours"]
+    assert "segmap" in table["problem"][0]
+
+
+def test_a_segmentation_map_of_another_shape_is_refused(neighbour, tmp_path):
+    fits.PrimaryHDU(np.zeros((10, 10), np.int32)).writeto(tmp_path / "seg.fits")
+    with pytest.raises(InputError, match=r"segmap=.*seg\.fits has shape \(10, 10\)"):
+        predict_neighbour(neighbour, f"segmap={tmp_path / 'seg.fits'}")
+
+
+@pytest.fixture(scope="module")
+def tiles(mosaic, tmp_path_factory):
+    """The mosaic cut into a left and a right tile (columns 0-339 and 260-599) with their WCS."""
+    folder = tmp_path_factory.mktemp("tiles")
+    data = fits.getdata(mosaic / "mosaic.fits")
+    weight = fits.getdata(mosaic / "ivar.fits")
+    for name, start, stop in (("a_left", 0, 340), ("b_right", 260, SIZE)):
+        wcs = sky_wcs()
+        wcs.wcs.crpix = [SIZE / 2 - start, SIZE / 2]
+        header = wcs.to_header()
+        fits.PrimaryHDU(data[:, start:stop], header).writeto(folder / f"{name}.fits")
+        fits.PrimaryHDU(weight[:, start:stop], header).writeto(folder / f"{name}.ivar")
+    return folder
+
+
+def test_each_row_is_measured_on_the_tile_it_lies_deepest_in(mosaic, tiles):
+    table = predict(
+        mosaic, f"input={tiles / '*.fits'}", f"weight={tiles / '*.ivar'}"
+    )  # a glob of mosaics, and one of their weight maps in the same order
+    # the third lies 19.5 px inside both (the mosaic's own edge): a tie goes to the first
+    assert list(table["mosaic"]) == ["a_left.fits", "b_right.fits", "a_left.fits", ""]
+    assert table["flag"][0] == 0 and table["flag"][1] == 0
+    assert table["flag"][3] & BITS["off_image"]
+    single = predict(mosaic, f"weight={mosaic / 'ivar.fits'}")
+    assert abs(table["mag"][1] - single["mag"][1]) < 0.05
+
+
+def test_one_map_per_mosaic_is_required(mosaic, tiles):
+    with pytest.raises(InputError, match=r"weight= names 1 file\(s\) for 2 mosaic\(s\)"):
+        predict(mosaic, f"input={tiles / '*.fits'}", f"weight={mosaic / 'ivar.fits'}")
