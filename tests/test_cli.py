@@ -26,7 +26,9 @@ def test_a_misspelt_option_names_the_closest_one(tmp_path):
 
 def test_an_unknown_group_choice_lists_the_choices(tmp_path):
     result = run_module("simulate", "instrument=hubble", cwd=tmp_path)
-    failed_with_one_line(result, "instrument=hubble: no such choice; choose from acs_f814w, candels_h, euclid_vis")
+    failed_with_one_line(
+        result, "instrument=hubble: no such choice; choose from acs_f814w, candels_h, euclid_vis"
+    )
 
 
 def test_a_bad_psf_class_fails_at_once_with_workers(tmp_path):
