@@ -76,6 +76,7 @@ def validate(cfg: DictConfig) -> dict[str, DictConfig]:
         if not (isinstance(value, int) and value >= 0):
             raise BuildError(f"budget.{key}={value!r} is not allowed: must be an integer >= 0")
     positive("budget.hours", cfg.budget.hours, allow_null=True)
+    positive("mag_bin", cfg.mag_bin)
     configs = {}
     for name in active_sets(cfg):
         try:
@@ -258,10 +259,11 @@ def calibrate_sigmas(build: Build, ckpt: Path) -> Path:
 
 def evaluate_model(build: Build, ckpt: Path) -> Path:
     """Accuracy on the network's test split, per magnitude bin of the prior, against the CRB."""
-    prior, folder = build.cfg.prior.mag, build.out / "evaluate"
-    edges = list(range(math.floor(prior.min), math.ceil(prior.max) + 1))
+    prior, width, folder = build.cfg.prior.mag, build.cfg.mag_bin, build.out / "evaluate"
+    first, count = math.floor(prior.min), math.ceil((prior.max - math.floor(prior.min)) / width)
+    edges = [f"{first + k * width:g}" for k in range(count + 1)]
     overrides = [f"ckpt={ckpt}", f"data={build.out / SETS['network'] / 'test.h5'}",
-                 f"output_dir={folder}", f"mag_bins=[{','.join(map(str, edges))}]",
+                 f"output_dir={folder}", f"mag_bins=[{','.join(edges)}]",
                  f"progress={build.cfg.progress}"]  # fmt: skip
 
     def work():
