@@ -33,7 +33,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from simulate.noise import add_noise
+from simulate.noise import CCDModel, add_noise
 from simulate.pipeline import render_block, resolve_workers
 from simulate.priors import draw_parameters
 from simulate.render import StampRenderer, flux_from_mag, make_psf, sersic_profile
@@ -91,7 +91,7 @@ def project_loop(cfg, params: dict) -> float:
     start = time.perf_counter()
     for lo in range(0, len(order), cfg.render.block_size):
         pos = order[lo : lo + cfg.render.block_size]
-        render_block(renderer, cfg.instrument, {k: v[pos] for k, v in params.items()})
+        render_block(renderer, CCDModel(cfg.instrument), {k: v[pos] for k, v in params.items()})
     return time.perf_counter() - start
 
 

@@ -86,6 +86,9 @@ def _fit_chunk(task):
     f = _STATE["file"]
     images = f["images"][rows[0] : rows[-1] + 1]
     sizes = f["params/size"][rows[0] : rows[-1] + 1] if "params/size" in f else None
+    depths = (
+        f["params/background_rms"][rows[0] : rows[-1] + 1] if "params/background_rms" in f else None
+    )
     out = {name: np.empty(len(rows)) for name in (*LABELS, "seconds")}
     out["ok"] = np.empty(len(rows), dtype=bool)
     for k, image in enumerate(images):
@@ -93,7 +96,8 @@ def _fit_chunk(task):
             # a padded stamp: fit only the cutout as rendered, as one would fit a real small cutout
             _, keep = placement(int(sizes[k]), image.shape[0])
             image = image[keep, keep]
-        result = fit_sersic(image, _STATE["psf"], _STATE["attrs"], _STATE["n_start"])
+        rms = None if depths is None else float(depths[k])  # the stamp's own depth (noise=map)
+        result = fit_sersic(image, _STATE["psf"], _STATE["attrs"], _STATE["n_start"], rms)
         for name in out:
             out[name][k] = result[name]
     tmp = part.with_name(part.name + ".partial.npz")

@@ -106,6 +106,7 @@ def simulate_config(cfg: DictConfig, name: str) -> DictConfig:
     sim = compose_config("simulate", [*overrides, *cfg.simulate_overrides])
     sim.instrument = OmegaConf.to_container(cfg.instrument, resolve=True)
     sim.prior = OmegaConf.to_container(cfg.prior, resolve=True)
+    sim.noise = OmegaConf.to_container(cfg.noise, resolve=True)
     return sim
 
 
@@ -292,7 +293,9 @@ def package(build: Build, ckpt: Path, metrics: Path) -> Path:
 def model_card(build: Build, model: Path, metrics: Path) -> str:
     """A short model card: what the model is for, how it was built and how well it does."""
     cfg = build.cfg
-    ins = OmegaConf.to_yaml(cfg.instrument, resolve=True).strip()
+    ins = OmegaConf.to_yaml(
+        {"instrument": cfg.instrument, "noise": cfg.noise}, resolve=True
+    ).strip()
     prior = OmegaConf.to_yaml(cfg.prior, resolve=True).strip()
     rows = "\n".join(f"| {step} | {s['seconds'] / 60:.1f} | {s.get('skipped', '')} |"
                      for step, s in build.steps.items())  # fmt: skip

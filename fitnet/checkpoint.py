@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -38,6 +39,10 @@ INSTRUMENT_ATTRS = (
     "sky_level_e_per_s_per_pixel",
     "read_noise_e",
     "background_rms_e_per_s",
+    "noise_model",
+    "background_rms_min_e_per_s",
+    "background_rms_max_e_per_s",
+    "noise_correlation_core",
     "psf",
     "psf_fwhm_arcsec",
     "image_units",
@@ -134,7 +139,11 @@ def make_payload(
         "loss": loss,
         "label_scaler": scaler.state(),
         "image_norm": norm.state(),
-        "instrument": {k: instrument[k] for k in INSTRUMENT_ATTRS if k in instrument},
+        "instrument": {
+            k: instrument[k].tolist() if isinstance(instrument[k], np.ndarray) else instrument[k]
+            for k in INSTRUMENT_ATTRS
+            if k in instrument
+        },
         "prior": prior,  # label -> [min, max] of the training galaxies
         # standardised [low, high, below, above] of the means (models.BoundedOutputs), or None
         "output_bounds": output_bounds,

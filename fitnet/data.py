@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .labels import LabelScaler
-from .noise import CCDNoise
 from .runtime import UserError
 
 #: Root attributes a split file must carry for the network to know what its pixels mean.
@@ -34,6 +33,9 @@ MATCHING_ATTRS = (
     "exposure_time_s",
     "sky_level_e_per_s_per_pixel",
     "read_noise_e",
+    "noise_model",
+    "background_rms_min_e_per_s",
+    "background_rms_max_e_per_s",
 )
 NORM_CHUNK = 1024  # images normalised at a time while loading
 
@@ -308,7 +310,7 @@ def make_batches(
     batch_size,
     device,
     data_cfg,
-    noise: CCDNoise | None = None,
+    noise=None,
     noise_generator: torch.Generator | None = None,
 ) -> Batches:
     """The stamps of ``paths`` (one split, ``attrs`` from ``describe_splits``) one file after the

@@ -67,11 +67,16 @@ def sersic_intensity_at_re(flux: float, n: float, re: float, q: float) -> float:
     return math.exp(sersic_log_intensity_at_re(flux, n, re, q))
 
 
-def fit_sersic(image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: float = 2.0) -> dict:
+def fit_sersic(
+    image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: float = 2.0, rms=None
+) -> dict:
     """Fit one Sersic to ``image`` (sky-subtracted e-/s per pixel); labels in contract units.
 
     ``instrument`` uses the HDF5/checkpoint attribute names (pixel_scale_arcsec, zero_point_mag,
-    exposure_time_s, sky_level_e_per_s_per_pixel, read_noise_e, background_rms_e_per_s).
+    exposure_time_s, sky_level_e_per_s_per_pixel, read_noise_e, background_rms_e_per_s,
+    noise_model). With a ``noise_model`` other than ``ccd`` imfit gets an error map instead:
+    the stamp's background rms ``rms`` (e-/s per pixel; the file's when None) and the source's
+    Poisson noise, per pixel (correlations left out, as GALFIT and imfit users do).
     Returns mag, n, re (arcsec), q, pa (deg from +x), seconds, and ok (fit converged).
     """
     pyimfit = require_pyimfit()
@@ -91,12 +96,17 @@ def fit_sersic(image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: fl
     model.addFunction(sersic)
     fitter = pyimfit.Imfit(model, psf=psf, maxThreads=1)
     t0 = time.perf_counter()
-    fitter.fit(
-        image.astype(np.float64) * t,  # electrons
-        gain=1.0,
-        read_noise=instrument["read_noise_e"],
-        original_sky=instrument["sky_level_e_per_s_per_pixel"] * t,
-    )
+    electrons = image.astype(np.float64) * t
+    if instrument.get("noise_model", "ccd") == "ccd":
+        fitter.fit(
+            electrons,
+            gain=1.0,
+            read_noise=instrument["read_noise_e"],
+            original_sky=instrument["sky_level_e_per_s_per_pixel"] * t,
+        )
+    else:
+        background = (instrument["background_rms_e_per_s"] if rms is None else rms) * t
+        fitter.fit(electrons, error=np.sqrt(background**2 + np.clip(electrons, 0, None)))
     seconds = time.perf_counter() - t0
     params = dict(zip(fitter.numberedParameterNames, fitter.getRawParameters(), strict=True))
     n_fit = params["n_1"]

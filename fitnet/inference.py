@@ -107,8 +107,16 @@ class Predictor:
 
     @property
     def noise_rms(self) -> float:
-        """Background rms of the training data, e-/s per pixel."""
+        """Background rms of the training data (the median of a weight map's depths), e-/s per pixel."""
         return float(self.instrument["background_rms_e_per_s"])
+
+    @property
+    def noise_range(self) -> tuple[float, float]:
+        """Least and largest background rms the model was trained on, e-/s per pixel (one value
+        for a constant-noise model)."""
+        rms = self.noise_rms
+        return (float(self.instrument.get("background_rms_min_e_per_s", rms)),
+                float(self.instrument.get("background_rms_max_e_per_s", rms)))  # fmt: skip
 
     @property
     def label_scaler(self):
@@ -326,7 +334,13 @@ def checker_for(predictor: Predictor, quality) -> Checker | None:
     they are off."""
     if quality is None or not quality.enabled:
         return None
-    return Checker(quality, predictor.stamp_size, predictor.noise_rms)
+    return Checker(
+        quality,
+        predictor.stamp_size,
+        predictor.noise_rms,
+        predictor.noise_range,
+        predictor.instrument.get("noise_correlation_core"),
+    )
 
 
 def refuse_whole_input(table: Table, images) -> None:

@@ -113,6 +113,8 @@ class StampMaker:
     input_scale: float = 1.0  # multiply input pixels by this to get e-/s per pixel
     seed: int = 0
     checker: Checker | None = None
+    # e-/s per pixel: the least background rms the model was trained on (noise_rms when None)
+    depth_rms: float | None = None
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)

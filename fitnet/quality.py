@@ -162,18 +162,25 @@ def validate(quality) -> None:
 
 
 class Checker:
-    """The checks of one model: its stamp size (pixel) and noise rms (e-/s per pixel)."""
+    """The checks of one model: its stamp size (pixel), noise rms and the range of background
+    rms it was trained on (e-/s per pixel; the rms alone when None), and for correlated noise
+    the core of its correlation function (2-D, zero lag in the middle; None = white noise)."""
 
     MAX_PEAKS = 8  # local maxima of a segment examined, highest first (a bound on the work)
     MIN_BORDER_PIXELS = 50  # fewer source-free border pixels than this: use the whole ring
 
-    def __init__(self, quality, stamp_size: int, noise_rms: float):
+    def __init__(
+        self, quality, stamp_size: int, noise_rms: float, noise_range=None, correlation=None
+    ):
         validate(quality)
         # plain attributes: OmegaConf's are slow in a loop over images
         plain = OmegaConf.to_container(quality) if OmegaConf.is_config(quality) else dict(quality)
         self.checks = dict(plain.pop("checks"))
         self.q = SimpleNamespace(**plain)
         self.stamp_size, self.noise_rms = stamp_size, noise_rms
+        low, high = noise_range or (noise_rms, noise_rms)
+        lo, hi = self.q.noise_ratio  # about the trained depths: a depth between them is no fault
+        self.noise_bounds = (lo * low / noise_rms, hi * high / noise_rms)
         sigma = quality.smooth_fwhm_px / (2 * math.sqrt(2 * math.log(2)))
         self.smooth_sigma = sigma
         # rms of the smoothed noise over that of a pixel: sqrt(sum g^2) of the unit-sum kernel
@@ -184,6 +191,15 @@ class Checker:
         weights = np.stack([np.exp(-0.5 * r2 / s**2).ravel() for s in quality.weights_px], 1)
         self.weights = weights  # (S*S, K)
         self.weight_noise = np.sqrt((weights**2).sum(0))  # per unit pixel rms
+        self.sum_noise = 1.0  # noise of a segment's sum over that of white noise
+        if correlation is not None:  # correlated noise: each sum is noisier than white noise's
+            rho = np.asarray(correlation, dtype=float)
+            rho = rho / rho[tuple(n // 2 for n in rho.shape)]
+            self.smooth_noise *= correlated_factor(np.exp(-0.5 * r2 / sigma**2), rho)
+            self.weight_noise = self.weight_noise * np.array(
+                [correlated_factor(w.reshape(r2.shape), rho) for w in weights.T]
+            )
+            self.sum_noise = math.sqrt(max(rho.sum(), 1.0))  # a large segment's, the largest
 
     # -- measurements -----------------------------------------------------------------------
 
@@ -315,7 +331,7 @@ class Checker:
         flat = labels.ravel()
         flux = np.bincount(flat, weights=data.ravel().astype(np.float64))
         npix = np.bincount(flat)
-        snr = flux / (rms * np.sqrt(np.maximum(npix, 1)))
+        snr = flux / (rms * self.sum_noise * np.sqrt(np.maximum(npix, 1)))
         snr[0] = 0.0
         return snr
 
@@ -401,7 +417,7 @@ class Checker:
         c.columns["noise_ratio"] = rms / model
         if abs(median) > q.max_background_rms * model:
             c.set("background", f"level {median / model:+.3g} x the noise rms (sky left in?)")
-        lo, hi = q.noise_ratio
+        lo, hi = self.noise_bounds
         if not lo <= rms / model <= hi:
             c.set(
                 "noise", f"rms {rms / model:.3g} x the model's (other depth or units: input_scale?)"
@@ -515,6 +531,19 @@ def window(n_in: int, n_out: int, shift: int) -> tuple[slice, slice]:
     start = n_in // 2 + shift - n_out // 2
     lo, hi = max(0, start), min(n_in, start + n_out)
     return slice(lo, hi), slice(lo - start, hi - start)
+
+
+def correlated_factor(weight: np.ndarray, rho: np.ndarray) -> float:
+    """The noise of ``sum(weight * x)`` under noise of correlation coefficients ``rho`` (2-D,
+    zero lag in the middle) over its noise under white noise of the same rms:
+    ``sqrt(sum_l A(l) rho(l) / A(0))``, A the weight's autocorrelation."""
+    big = [n + m for n, m in zip(weight.shape, rho.shape, strict=True)]
+    spectrum = np.abs(np.fft.rfft2(weight, s=big)) ** 2
+    auto = np.fft.fftshift(np.fft.irfft2(spectrum, s=big))  # zero lag at [n // 2]
+    cy, cx = (n // 2 for n in big)
+    ly, lx = (n // 2 for n in rho.shape)
+    window = auto[cy - ly : cy + ly + 1, cx - lx : cx + lx + 1]
+    return float(math.sqrt(max((window * rho).sum(), 0.0) / auto[cy, cx]))
 
 
 def cut(image: np.ndarray, size: int, shift, rng: np.random.Generator, noise_rms: float):

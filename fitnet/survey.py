@@ -172,8 +172,9 @@ def segmap_neighbours(data, labels, own: int, quality) -> tuple[np.ndarray, int,
 
 def to_model_depth(data, rms, model_rms: float, input_scale: float, rng) -> np.ndarray:
     """``data`` (input units) with Gaussian noise added where its ``rms`` (input units, NaN =
-    unknown) is below the model's ``model_rms`` (e-/s per pixel), so that every pixel has the
-    model's noise; shallower pixels are left as they are."""
+    unknown) is below ``model_rms`` (e-/s per pixel: the model's, or the least of the depths it
+    was trained on), so that every pixel is within the model's depths; shallower pixels are left
+    as they are."""
     target = model_rms / input_scale  # in input units
     extra = np.sqrt(np.clip(target**2 - np.nan_to_num(rms, nan=target) ** 2, 0, None))
     return (data + extra * rng.standard_normal(data.shape)).astype(np.float32)
@@ -219,7 +220,7 @@ def stamps(mosaics: list[Mosaic], which, x, y, maker: StampMaker, input_scale: f
         # padding: background noise of the model's rms, as for any small cutout
         data[padding] = rng.normal(0.0, maker.noise_rms / input_scale, int(padding.sum()))
         if rms is not None:
-            data = to_model_depth(data, rms, maker.noise_rms, input_scale, rng)
+            data = to_model_depth(data, rms, maker.depth_rms or maker.noise_rms, input_scale, rng)
         if mosaic.segmap is None:
             stamp = maker(source, data, bad, padding)
         else:
@@ -308,6 +309,7 @@ def survey_catalogue(
         input_scale,
         pad_seed,
         checker_for(predictor, quality),
+        depth_rms=predictor.noise_range[0],
     )
     rows = stamps(mosaics, which, x, y, maker, input_scale, pad_seed, quality, ids)
     with tqdm(total=len(sources), unit="src", desc="predict", disable=not progress) as bar:

@@ -48,7 +48,7 @@ from .data import (
 from .labels import LabelScaler, calibration_scale, parse_targets, validate_calibration
 from .metrics import label_metrics
 from .models import BoundedOutputs, FrozenRefinerHead, build_model
-from .noise import CCDNoise
+from .noise import from_file as noise_from_file
 from .plots import plot_history
 from .runtime import UserError, command, positive, resolve_device
 
@@ -298,12 +298,13 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     return run
 
 
-def fresh_noise(cfg, path: Path, attrs: dict) -> CCDNoise | None:
-    """With ``fresh_noise``, the noise model of the training files (their root attributes)."""
+def fresh_noise(cfg, path: Path, attrs: dict):
+    """With ``fresh_noise``, the noise model of the training files (their root attributes and
+    /noise arrays, ``noise.from_file``)."""
     if not cfg.fresh_noise:
         return None
     try:
-        return CCDNoise.from_attrs(attrs)
+        return noise_from_file(path, attrs)
     except KeyError as err:
         raise DataError(f"{path}: fresh_noise=true, but {err.args[0]}") from err
 

@@ -1,9 +1,10 @@
 """Cramer-Rao bounds: the smallest scatter any unbiased measurement of a stamp can reach.
 
 For one galaxy the Fisher matrix of the noiseless model ``mu`` in the parameters
-``(mag, n, ln re, q, pa, x, y)`` is ``F_ij = sum_pixels d_i mu * d_j mu / var``, with the contract
-noise variance per pixel (sky, read noise and the source's own Poisson noise, ``noise.variance_map``)
-and the derivatives taken by central finite differences of the project's own renders (GalSim
+``(mag, n, ln re, q, pa, x, y)`` is ``F_ij = d_i mu^T C^-1 d_j mu``, C the noise covariance of
+the stamp. For white noise (``noise=ccd`` or ``map``) that is ``sum_pixels d_i mu d_j mu / var``
+with the variance per pixel (sky or the stamp's background rms, read noise and the source's own
+Poisson noise); for correlated noise ``C^-1`` is applied by conjugate gradients. The derivatives taken by central finite differences of the project's own renders (GalSim
 Sersic, PSF, pixel, stamp window). The bound of a label is the square root of the diagonal of
 ``F^-1``, converted to the contract error of that label: mag in mag, re relative
 (``sigma(ln re)``), n in dex (``sigma(n) / (n ln 10)``), q absolute.
@@ -18,7 +19,6 @@ import math
 
 import numpy as np
 
-from .noise import variance_map
 from .render import StampRenderer
 
 PARAMETERS = ("mag", "n", "ln_re", "q", "pa", "x", "y")
@@ -32,19 +32,21 @@ def _n_neighbours(n: float, grid: np.ndarray | None, rel_step: float) -> tuple[f
 
 
 def fisher_matrix(
-    renderer: StampRenderer, instrument, p: dict, steps, n_grid=None, base=None
+    renderer: StampRenderer, noise, p: dict, steps, n_grid=None, base=None, rms=None
 ) -> np.ndarray:
     """7 x 7 Fisher matrix of galaxy ``p`` (keys n re q pa mag dx dy size) in PARAMETERS order.
 
-    ``steps`` holds the finite-difference steps (``bounds`` config); ``base`` is the noiseless
-    stamp if already rendered.
+    ``noise`` is the noise model (``noise.noise_model``; ``F = D C^-1 D^T`` with its
+    covariance C, correlated or not) and ``rms`` the stamp's background rms (e-/s per pixel;
+    its reference rms when None). ``steps`` holds the finite-difference steps (``bounds``
+    config); ``base`` is the noiseless stamp if already rendered.
     """
     p = {
         k: float(p[k]) if k != "size" else int(p[k])
         for k in ("n", "re", "q", "pa", "mag", "dx", "dy", "size")
     }
     base = renderer.render(**p) if base is None else base
-    inv_var = 1.0 / variance_map(base, instrument)
+    rms = noise.background_rms if rms is None else rms
 
     def slope(key: str, lo: float, hi: float, width: float) -> np.ndarray:
         """(render at key=hi - render at key=lo) / width: the derivative per unit parameter."""
@@ -65,8 +67,8 @@ def fisher_matrix(
         central("dx", steps.offset),
         central("dy", steps.offset),
     ]
-    D = np.stack([x.ravel() for x in derivs])  # (7, pixels)
-    return (D * inv_var.ravel()) @ D.T
+    weighted = noise.inverse_covariance_times(np.stack(derivs), base, rms)  # C^-1 d_i mu
+    return np.stack([x.ravel() for x in derivs]) @ weighted.reshape(len(derivs), -1).T
 
 
 def label_bounds(fisher: np.ndarray, n: float) -> dict[str, float]:

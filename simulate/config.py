@@ -107,6 +107,48 @@ class PriorTable:
 
 
 @dataclass
+class Noise:
+    """conf/noise: which keys a model needs is checked by ``check_noise``."""
+
+    model: str = MISSING  # ccd, map or correlated
+    file: str | None = None  # FITS weight/rms map (map) or blank-sky patch (correlated)
+    hdu: int | None = None
+    kind: str | None = None  # weight or rms (map)
+    scale: float | None = None  # e-/s per pixel per image unit
+    quantiles: list[float] | None = None  # fractions (map)
+    table_points: int | None = None  # (map)
+    max_lag_px: float | None = None  # pixel (correlated)
+    min_size_px: int | None = None  # pixel (correlated)
+    blank_sigma: float | None = None  # robust sigma (correlated)
+    max_source_fraction: float | None = None  # (correlated)
+    power_floor: float | None = None  # fraction of the variance (correlated)
+    cg_rtol: float | None = None  # (correlated)
+
+
+#: The keys each noise model needs (conf/noise/<model>.yaml sets them).
+NOISE_KEYS = {
+    "ccd": (),
+    "map": ("file", "hdu", "kind", "scale", "quantiles", "table_points"),
+    "correlated": ("file", "hdu", "scale", "max_lag_px", "min_size_px", "blank_sigma",
+                   "max_source_fraction", "power_floor", "cg_rtol"),
+}  # fmt: skip
+
+
+@dataclass
+class PsfFamily:
+    """conf/psf_family: a PSF drawn per galaxy (simulate/psf_family.py), sizes in pixels."""
+
+    weights: dict[str, float] = MISSING  # relative frequency per family
+    fwhm_px: list[float] = MISSING  # pixel, [min, max]
+    moffat_beta: list[float] = MISSING
+    airy_obscuration: list[float] = MISSING
+    airy_jitter: list[float] = MISSING  # fraction of the Airy FWHM
+    shear: list[float] = MISSING  # reduced shear |g|
+    presets: list[str] = MISSING  # conf/instrument names
+    image_size_px: int = MISSING  # pixel
+
+
+@dataclass
 class Paths:
     data_dir: str = MISSING
 
@@ -125,6 +167,8 @@ class SimulateConfig:
     bounds: Bounds = field(default_factory=Bounds)
     companions: Companions = field(default_factory=Companions)
     prior_table: PriorTable = field(default_factory=PriorTable)
+    noise: Noise = field(default_factory=lambda: Noise(model="ccd"))
+    psf_family: PsfFamily | None = None
     montage: int = MISSING
     noiseless: bool = MISSING
     overwrite: bool = MISSING
@@ -251,11 +295,83 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise ConfigError(str(err) if isinstance(err, ValueError) else
                               f"prior_table.file={table} cannot be read as a table by astropy "
                               f"({type(err).__name__}): give a FITS, ECSV or CSV file") from err  # fmt: skip
+    check_noise(merged.noise)
+    if merged.psf_family is not None:
+        check_psf_family(merged.psf_family)
     if merged.workers < 0:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:
         _fail("montage", merged.montage, "must be >= 0")
     return merged
+
+
+def check_noise(noise) -> None:
+    """The noise model's name, the keys it needs and their ranges (its file is read later, by
+    ``noise.noise_model``, once)."""
+    if noise.model not in NOISE_KEYS:
+        _fail("noise", noise.model, f"must be one of {sorted(NOISE_KEYS)} (conf/noise)")
+    for key in NOISE_KEYS[noise.model]:
+        if OmegaConf.is_missing(noise, key) or noise[key] is None:
+            _fail(f"noise.{key}", "???", f"must be given for noise={noise.model} (noise.{key}=...)")
+    if noise.model == "ccd":
+        return
+    if not Path(noise.file).is_file():
+        _fail("noise.file", noise.file, "must be an existing FITS file")
+    if not noise.scale > 0:
+        _fail("noise.scale", noise.scale, "must be > 0 (e-/s per pixel per image unit)")
+    if noise.model == "map":
+        if noise.kind not in ("weight", "rms"):
+            _fail("noise.kind", noise.kind, "must be weight (inverse variance) or rms")
+        pair = list(noise.quantiles)
+        if len(pair) != 2 or not 0 <= pair[0] < pair[1] <= 1:
+            _fail("noise.quantiles", pair, "must be [low, high] with 0 <= low < high <= 1")
+        if noise.table_points < 2:
+            _fail("noise.table_points", noise.table_points, "must be >= 2")
+        return
+    for key in ("max_lag_px", "blank_sigma", "power_floor", "cg_rtol"):
+        if not noise[key] > 0:
+            _fail(f"noise.{key}", noise[key], "must be > 0")
+    if noise.min_size_px < 2 * noise.max_lag_px + 1:
+        _fail("noise.min_size_px", noise.min_size_px,
+              f"must be >= 2 * noise.max_lag_px + 1 = {2 * noise.max_lag_px + 1:g}")  # fmt: skip
+    if not 0 <= noise.max_source_fraction < 1:
+        _fail("noise.max_source_fraction", noise.max_source_fraction, "must lie in [0, 1)")
+
+
+def check_psf_family(spec) -> None:
+    """The ranges of a PSF per galaxy (conf/psf_family) and that its presets exist."""
+    from .psf_family import FAMILIES
+
+    weights = dict(spec.weights)
+    if set(weights) != set(FAMILIES) or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+        _fail(
+            "psf_family.weights",
+            weights,
+            f"must give each of {list(FAMILIES)} a weight >= 0, not all 0",
+        )
+    for key, lo, hi in (("fwhm_px", 0.0, math.inf), ("moffat_beta", 1.1, math.inf),
+                        ("airy_obscuration", 0.0, 0.99), ("airy_jitter", 0.0, math.inf),
+                        ("shear", 0.0, 0.99)):  # fmt: skip
+        pair = list(spec[key])
+        if (
+            len(pair) != 2
+            or not lo <= pair[0] <= pair[1] <= hi
+            or (key == "fwhm_px" and pair[0] <= 0)
+        ):
+            _fail(f"psf_family.{key}", pair, f"must be [min, max] with {lo} <= min <= max <= {hi}")
+    if spec.image_size_px < 9 or spec.image_size_px % 2 == 0:
+        _fail(
+            "psf_family.image_size_px", spec.image_size_px, "must be an odd number of pixels >= 9"
+        )
+    from fitnet.runtime import config_dir
+
+    for name in spec.presets:
+        if not (config_dir() / "instrument" / f"{name}.yaml").is_file():
+            _fail("psf_family.presets", list(spec.presets), f"{name!r} is not in conf/instrument")
+    if weights["preset"] > 0 and not spec.presets:
+        _fail(
+            "psf_family.presets", [], "must name at least one instrument when preset has a weight"
+        )
 
 
 #: Keywords of GalSim PSF profiles that are sizes (arcsec) and so must be > 0.

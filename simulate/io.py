@@ -6,6 +6,7 @@ Layout of ``train.h5`` / ``val.h5`` / ``test.h5``::
     /noiseless         optional (simulate noiseless=true): the same stamps before noise
     /params/<label>    1-D per galaxy: mag n re q pa dx dy size, plus index, noise_seed,
                        flux, flux_stamp, snr, x_center, y_center, crb_<label>
+    /noise/<name>      optional (noise=map or correlated): the noise model's table or correlation
     /config            the resolved simulate configuration (YAML string)
     root attributes    instrument, PSF, versions, seed, split, units
 
@@ -70,6 +71,12 @@ COMPANION_COLUMN = (
     "int32",
     "",
     "other galaxies in the stamp (their light is in /images, not in /noiseless or the labels)",
+)
+#: The column of files simulated with a weight map's depths (simulate noise=map).
+RMS_COLUMN = (
+    "float64",
+    "e-/s per pixel",
+    "background noise rms of this stamp, drawn from /noise/rms_quantiles",
 )
 
 
@@ -138,10 +145,14 @@ def create_split(
     config_yaml: str,
     noiseless: bool = False,
     companions: bool = False,
+    noise=None,
+    psf_size: int | None = None,
 ) -> h5py.File:
     """Create an empty split file with every dataset pre-allocated (deterministic layout);
     with ``noiseless``, also /noiseless for the stamps before noise; with ``companions``,
-    also /params/n_companions."""
+    also /params/n_companions; with a ``noise`` model other than ``ccd``, its /noise arrays
+    (and, for ``map``, /params/background_rms); with ``psf_size`` (a PSF per galaxy), /psf of
+    that side and the PSF columns."""
     f = h5py.File(path, "w", libver="earliest", track_order=False)
     f.attrs["format"] = FORMAT_NAME
     f.attrs["format_version"] = FORMAT_VERSION
@@ -168,10 +179,28 @@ def create_split(
         )
         stack.attrs["units"] = "e-/s per pixel"
         stack.attrs["description"] = description
+    if psf_size:
+        psf = f.create_dataset("psf", (n_rows, psf_size, psf_size), dtype="<f4",
+                               chunks=(1, psf_size, psf_size), track_times=False)  # fmt: skip
+        psf.attrs["units"] = "fraction of the flux per pixel (unit sum)"
+        psf.attrs["description"] = (
+            "each galaxy's PSF at the data's sampling with the pixel (an effective PSF), "
+            "centred on the middle pixel, psf[i, y, x]"
+        )
     group = f.create_group("params")
     columns = column_spec()
     if companions:
         columns["n_companions"] = COMPANION_COLUMN
+    if noise is not None and noise.name == "map":
+        columns["background_rms"] = RMS_COLUMN
+    if psf_size:
+        from .psf_family import PSF_COLUMNS
+
+        columns.update(PSF_COLUMNS)
+    for name, (array, units, description) in (noise.datasets() if noise else {}).items():
+        ds = f.create_dataset(f"noise/{name}", data=array, track_times=False)
+        ds.attrs["units"] = units
+        ds.attrs["description"] = description
     for name, (dtype, units, description) in columns.items():
         ds = group.create_dataset(name, shape=(n_rows,), dtype=dtype, track_times=False)
         ds.attrs["units"] = units

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .bounds import fisher_matrix, label_bounds
 from .config import split_ranges, validate
 from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
-from .noise import add_noise, background_rms, matched_filter_snr
+from .noise import NOISE_DESCRIPTIONS, CCDModel, matched_filter_snr, noise_model
 from .priors import (
     FIT_LABELS,
     TABLE_COLUMNS,
@@ -45,6 +45,7 @@ from .priors import (
     draw_parameters,
     n_grid,
 )
+from .psf_family import PSF_COLUMNS, draw_psf, psf_image
 from .render import StampRenderer, flux_from_mag
 
 log = logging.getLogger(__name__)
@@ -61,16 +62,26 @@ def data_config(cfg: DictConfig) -> DictConfig:
         optional.append("companions")
     if table_file(cfg):
         optional.append("prior_table")
+    if noise_file(cfg):
+        optional.append("noise")
+    if cfg.get("psf_family") is not None:
+        optional.append("psf_family")
     return OmegaConf.masked_copy(cfg, [*DATA_KEYS, *optional])
 
 
 def config_digest(cfg: DictConfig) -> str:
     """Short hash of the data-defining configuration; names the part folder, stored in files."""
     text = OmegaConf.to_yaml(data_config(cfg), resolve=True, sort_keys=True)
-    for path in (cfg.instrument.psf.get("file"), table_file(cfg)):
+    for path in (cfg.instrument.psf.get("file"), table_file(cfg), noise_file(cfg)):
         if path:  # a PSF image or a reference table: its contents define the data, not its name
             text += hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def noise_file(cfg: DictConfig) -> str | None:
+    """The weight map or blank patch of a noise model other than ``ccd``, or None."""
+    noise = cfg.get("noise")
+    return None if noise is None or noise.model == "ccd" else noise.file
 
 
 def table_file(cfg: DictConfig) -> str | None:
@@ -126,32 +137,55 @@ def plan_window(cfg: DictConfig, start: int, stop: int) -> tuple[dict, list[np.n
 
 
 def render_block(
-    renderer: StampRenderer, instrument, params: dict, bounds=None, n_grid=None, companions=None
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Noisy float32 stamps, the same without noise, and the derived columns for the galaxies
-    described by ``params``.
+    renderer: StampRenderer,
+    noise: CCDModel,
+    params: dict,
+    bounds=None,
+    n_grid=None,
+    companions=None,
+    psf_family=None,
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+    """Noisy float32 stamps, the same without noise, the derived columns and the PSF images
+    (or None) for the galaxies described by ``params``, with the noise of ``noise``
+    (``noise.noise_model``).
 
     Galaxies with ``params["crb"]`` true also get Cramer-Rao bounds (``bounds`` holds the
     finite-difference steps, ``n_grid`` the render n grid). With ``companions`` (a dict of the
     master ``seed``, the ``prior`` and the ``companions`` config), each stamp also holds the
     galaxy's companions (``priors.draw_companions``); /noiseless and the derived columns (flux
     in the stamp, S/N, bounds) are those of the galaxy alone, and ``n_companions`` counts them.
+    With ``psf_family`` (the master ``seed`` and the ``psf_family`` config), each galaxy and its
+    companions are rendered with a PSF of its own (``psf_family.draw_psf``), whose image and
+    columns are returned too.
     """
     m, s = len(params["index"]), renderer.stamp_size
+    psfs = None
+    if psf_family is not None:
+        size = int(psf_family["spec"].image_size_px)
+        psfs = np.empty((m, size, size), dtype=np.float32)
     images, noiseless = np.empty((2, m, s, s), dtype=np.float32)
     extra = {name: np.empty(m) for name in ("flux", "flux_stamp", "snr", "x_center", "y_center")}
     extra.update({f"crb_{label}": np.full(m, np.nan) for label in FIT_LABELS})
+    if noise.name == "map":  # the stamp's own depth
+        extra["background_rms"] = np.array([noise.draw_rms(s) for s in params["noise_seed"]])
     crb = params.get("crb", np.zeros(m, dtype=bool))
     for k in range(m):
         p = {name: params[name][k] for name in ("n", "re", "q", "pa", "mag", "dx", "dy", "size")}
+        rms = extra["background_rms"][k] if "background_rms" in extra else noise.background_rms
+        if psfs is not None:
+            psf, columns = draw_psf(psf_family["seed"], params["index"][k], psf_family["spec"])
+            renderer.set_psf(psf)
+            psfs[k] = psf_image(psf, psfs.shape[1])
+            for name, value in columns.items():
+                extra.setdefault(name, np.empty(m, dtype=PSF_COLUMNS[name][0]))[k] = value
         stamp = renderer.render(**p)
         if crb[k]:
-            fisher = fisher_matrix(renderer, instrument, p, bounds, n_grid, base=stamp)
+            fisher = fisher_matrix(renderer, noise, p, bounds, n_grid, base=stamp, rms=rms)
             for label, value in label_bounds(fisher, p["n"]).items():
                 extra[f"crb_{label}"][k] = value
         extra["flux"][k] = flux_from_mag(p["mag"], renderer.zero_point)
         extra["flux_stamp"][k] = stamp.sum()
-        extra["snr"][k] = matched_filter_snr(stamp, instrument)
+        extra["snr"][k] = matched_filter_snr(stamp, noise.variance(stamp, rms))
         extra["x_center"][k], extra["y_center"][k] = renderer.centre(p["dx"], p["dy"], p["size"])
         light = stamp
         if companions is not None:
@@ -164,9 +198,9 @@ def render_block(
                 light = light + renderer.render(
                     **{**c, "dx": p["dx"] + c["dx"], "dy": p["dy"] + c["dy"], "size": p["size"]}
                 )
-        images[k] = add_noise(light, instrument, params["noise_seed"][k])
+        images[k] = noise.add(light, params["noise_seed"][k], rms)
         noiseless[k] = stamp
-    return images, noiseless, extra
+    return images, noiseless, extra, psfs
 
 
 def part_paths(part_dir: Path, window: int, block: int) -> tuple[Path, Path]:
@@ -179,12 +213,24 @@ def noiseless_path(image_path: Path) -> Path:
     return image_path.with_name(image_path.stem + "-noiseless.npy")
 
 
+def psf_path(image_path: Path) -> Path:
+    """The part file of the PSF images (``psf_family``) beside a part's image file."""
+    return image_path.with_name(image_path.stem + "-psf.npy")
+
+
 # Per-process state of the rendering workers (built once per process by _init_worker).
 _WORKER: dict = {}
 
 
 def _init_worker(
-    instrument: dict, render: dict, bounds: dict, n_grid, noiseless: bool, companions=None
+    instrument: dict,
+    render: dict,
+    bounds: dict,
+    n_grid,
+    noiseless: bool,
+    companions,
+    noise,
+    psf_family=None,
 ) -> None:
     # An initializer that raises makes a Pool start new workers for ever: keep the error and
     # raise it from the first task instead, which stops the run.
@@ -192,11 +238,13 @@ def _init_worker(
         # GalSim's OpenMP threads only oversubscribe the cores that the worker processes share.
         galsim.set_omp_threads(1)
         instrument, render = OmegaConf.create(instrument), OmegaConf.create(render)
-        _WORKER["instrument"] = instrument
+        _WORKER["noise"] = noise
         _WORKER["renderer"] = StampRenderer(instrument, render)
         _WORKER["bounds"], _WORKER["n_grid"] = OmegaConf.create(bounds), n_grid
         _WORKER["noiseless"] = noiseless
         _WORKER["companions"] = companions_state(companions)
+        _WORKER["psf_family"] = psf_family and {**psf_family,
+                                                "spec": OmegaConf.create(psf_family["spec"])}  # fmt: skip
     except Exception as err:  # noqa: BLE001 - re-raised by _render_part
         _WORKER["error"] = err
 
@@ -207,6 +255,13 @@ def companions_state(companions: dict | None) -> dict | None:
         return None
     return {**companions, "prior": OmegaConf.create(companions["prior"]),
             "companions": OmegaConf.create(companions["companions"])}  # fmt: skip
+
+
+def psf_family_of(cfg: DictConfig) -> dict | None:
+    """What the workers need to draw a PSF per galaxy (``psf_family``), or None."""
+    if cfg.get("psf_family") is None:
+        return None
+    return {"seed": int(cfg.seed), "spec": OmegaConf.to_container(cfg.psf_family, resolve=True)}
 
 
 def companions_of(cfg: DictConfig) -> dict | None:
@@ -225,13 +280,14 @@ def _render_part(task) -> int:
     if "error" in _WORKER:
         raise RuntimeError(f"a rendering worker could not start: {_WORKER['error']}")
     part_dir, window, block, positions, params = task
-    images, noiseless, extra = render_block(
+    images, noiseless, extra, psfs = render_block(
         _WORKER["renderer"],
-        _WORKER["instrument"],
+        _WORKER["noise"],
         params,
         _WORKER["bounds"],
         _WORKER["n_grid"],
         _WORKER["companions"],
+        _WORKER.get("psf_family"),
     )
     params = {k: v for k, v in params.items() if k != "crb"}
     image_path, meta_path = part_paths(part_dir, window, block)
@@ -240,6 +296,9 @@ def _render_part(task) -> int:
     if _WORKER["noiseless"]:
         with atomic_path(noiseless_path(image_path)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, noiseless)
+    if psfs is not None:
+        with atomic_path(psf_path(image_path)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, psfs)
     # The metadata file is written last: its presence marks the part as finished.
     with atomic_path(meta_path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, position=positions, **params, **extra)
@@ -290,9 +349,10 @@ def run_simulation(
         out_dir,
     )
     start_time = time.perf_counter()
-    rendered = _render_missing_parts(cfg, part_dir, workers, progress)
+    noise = noise_model(cfg)  # reads a weight map or blank patch once
+    rendered = _render_missing_parts(cfg, part_dir, workers, progress, noise)
     render_seconds = time.perf_counter() - start_time
-    _assemble(cfg, part_dir, out_dir, ranges, digest)
+    _assemble(cfg, part_dir, out_dir, ranges, digest, noise)
     shutil.rmtree(part_dir)
     if cfg.montage:
         from .plots import save_montage
@@ -318,7 +378,9 @@ def run_simulation(
     return summary
 
 
-def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progress: bool) -> int:
+def _render_missing_parts(
+    cfg: DictConfig, part_dir: Path, workers: int, progress: bool, noise: CCDModel
+) -> int:
     """Render every block whose part file is missing; return the number of galaxies rendered."""
     plans = []
     for window, (start, stop) in enumerate(windows(cfg.n, cfg.render.sort_window)):
@@ -339,6 +401,8 @@ def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progres
         n_grid(cfg.prior.n, cfg.render.n_grid_points),
         cfg.noiseless,
         companions_of(cfg),
+        noise,
+        psf_family_of(cfg),
     )
     bar = tqdm(total=remaining, unit="gal", desc="render", disable=not progress, smoothing=0.05)
     with ExitStack() as stack:
@@ -357,13 +421,15 @@ def _render_missing_parts(cfg: DictConfig, part_dir: Path, workers: int, progres
     return remaining
 
 
-def _assemble(cfg: DictConfig, part_dir: Path, out_dir: Path, ranges: dict, digest: str) -> None:
+def _assemble(
+    cfg: DictConfig, part_dir: Path, out_dir: Path, ranges: dict, digest: str, noise: CCDModel
+) -> None:
     """Copy the finished parts into train/val/test.h5 in global-index order."""
     renderer_attrs = instrument_attrs(
-        cfg.instrument,
-        StampRenderer(cfg.instrument, cfg.render).psf,
-        background_rms(cfg.instrument),
+        cfg.instrument, StampRenderer(cfg.instrument, cfg.render).psf, noise.background_rms
     )
+    if noise.name != "ccd":  # the files of the CCD model stay as they always were
+        renderer_attrs.update(noise.attrs(), noise=NOISE_DESCRIPTIONS[noise.name])
     # Only what defines the data: where and how fast it was made must not change the bytes.
     config_yaml = OmegaConf.to_yaml(data_config(cfg), resolve=True)
     stamp = cfg.render.stamp_size
@@ -390,6 +456,8 @@ def _assemble(cfg: DictConfig, part_dir: Path, out_dir: Path, ranges: dict, dige
                     config_yaml,
                     cfg.noiseless,
                     companions=companions_of(cfg) is not None,
+                    noise=noise,
+                    psf_size=cfg.psf_family.image_size_px if cfg.get("psf_family") else None,
                 )  # fmt: skip
             )
         for window, (start, stop) in enumerate(windows(cfg.n, cfg.render.sort_window)):
@@ -419,6 +487,8 @@ def _assemble_window(part_dir, window, start, stop, ranges, handles: dict[str, h
         stacks = {"images": np.load(meta_path.with_suffix(".npy"))}
         if "noiseless" in next(iter(handles.values())):
             stacks["noiseless"] = np.load(noiseless_path(meta_path.with_suffix(".npy")))
+        if "psf" in next(iter(handles.values())):
+            stacks["psf"] = np.load(psf_path(meta_path.with_suffix(".npy")))
         for row, index in enumerate(start + pos):
             split = names[np.searchsorted(bounds, index, side="right")]
             for name, stack in stacks.items():

@@ -113,6 +113,11 @@ class StampRenderer:
         self._kbounds = galsim.BoundsI(0, n_fft // 2, -n_fft // 2, n_fft // 2 - 1)
         self._transfer = transfer_function(self.psf, self.pixel_scale, n_fft)
 
+    def set_psf(self, psf: galsim.GSObject) -> None:
+        """Render with ``psf`` (sizes in arcsec, unit flux) from now on (a PSF per galaxy)."""
+        self.psf = psf
+        self._transfer = transfer_function(psf, self.pixel_scale, self.fft_size)
+
     def _draw_k(self, profile: galsim.GSObject) -> np.ndarray:
         kimage = galsim.ImageCD(self._kbounds, scale=self._dk)
         profile.drawKImage(image=kimage, recenter=False)

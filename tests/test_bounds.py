@@ -9,7 +9,7 @@ import pytest
 from conftest import compose_config, read_params
 
 from simulate.bounds import fisher_matrix, label_bounds
-from simulate.noise import matched_filter_snr
+from simulate.noise import CCDModel, matched_filter_snr, variance_map
 from simulate.pipeline import run_simulation
 from simulate.render import StampRenderer
 
@@ -25,29 +25,32 @@ def setup():
 def test_magnitude_information_matches_snr(setup):
     # d mu / d mag = -0.4 ln(10) mu, so F_mag,mag = (0.4 ln 10 * S/N)^2 with S/N the matched filter's
     renderer, cfg = setup
-    fisher = fisher_matrix(renderer, cfg.instrument, GALAXY, cfg.bounds)
-    snr = matched_filter_snr(renderer.render(**GALAXY), cfg.instrument)
+    fisher = fisher_matrix(renderer, CCDModel(cfg.instrument), GALAXY, cfg.bounds)
+    stamp = renderer.render(**GALAXY)
+    snr = matched_filter_snr(stamp, variance_map(stamp, cfg.instrument))
     assert fisher[0, 0] == pytest.approx((0.4 * math.log(10) * snr) ** 2, rel=1e-3)
 
 
 def test_bounds_are_positive_and_shrink_with_brightness(setup):
     renderer, cfg = setup
     faint = label_bounds(
-        fisher_matrix(renderer, cfg.instrument, {**GALAXY, "mag": 24.0}, cfg.bounds), 2.0
+        fisher_matrix(renderer, CCDModel(cfg.instrument), {**GALAXY, "mag": 24.0}, cfg.bounds), 2.0
     )
     bright = label_bounds(
-        fisher_matrix(renderer, cfg.instrument, {**GALAXY, "mag": 19.0}, cfg.bounds), 2.0
+        fisher_matrix(renderer, CCDModel(cfg.instrument), {**GALAXY, "mag": 19.0}, cfg.bounds), 2.0
     )
     for label in ("mag", "n", "re", "q"):
         assert 0 < bright[label] < faint[label] and math.isfinite(faint[label])
     # marginalising over the other parameters can only widen the flux-only bound
-    snr = matched_filter_snr(renderer.render(**{**GALAXY, "mag": 19.0}), cfg.instrument)
+    stamp = renderer.render(**{**GALAXY, "mag": 19.0})
+    snr = matched_filter_snr(stamp, variance_map(stamp, cfg.instrument))
     assert bright["mag"] >= 2.5 / math.log(10) / snr * (1 - 1e-3)
 
 
 def test_round_galaxy_has_finite_bounds(setup):
     renderer, cfg = setup  # pa is unconstrained at q = 1; the pseudo-inverse keeps the rest finite
-    b = label_bounds(fisher_matrix(renderer, cfg.instrument, {**GALAXY, "q": 1.0}, cfg.bounds), 2.0)
+    fisher = fisher_matrix(renderer, CCDModel(cfg.instrument), {**GALAXY, "q": 1.0}, cfg.bounds)
+    b = label_bounds(fisher, 2.0)
     assert all(math.isfinite(v) and v > 0 for v in b.values())
 
 

@@ -76,7 +76,7 @@ def test_a_worker_that_cannot_start_stops_the_run(sim_config):
     instrument["psf"] = {"_target_": "galsim.Gaussian", "beta": 3.0, "fwhm": 0.18}
     render, bounds = OmegaConf.to_container(cfg.render), OmegaConf.to_container(cfg.bounds)
     try:
-        pipeline._init_worker(instrument, render, bounds, None, False)
+        pipeline._init_worker(instrument, render, bounds, None, False, None, None)
         with pytest.raises(RuntimeError, match="a rendering worker could not start"):
             pipeline._render_part(None)
     finally:

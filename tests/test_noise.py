@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulate.noise import add_noise, background_rms, matched_filter_snr
+from simulate.noise import add_noise, background_rms, matched_filter_snr, variance_map
 
 
 def test_background_rms_formula(sim_config):
@@ -43,4 +43,4 @@ def test_snr_of_uniform_source(sim_config):
     stamp = np.zeros((10, 10))
     stamp[5, 5] = 1.0
     var = background_rms(ins) ** 2 + 1.0 / ins.exposure_time
-    assert matched_filter_snr(stamp, ins) == pytest.approx(1.0 / np.sqrt(var))
+    assert matched_filter_snr(stamp, variance_map(stamp, ins)) == pytest.approx(1.0 / np.sqrt(var))
