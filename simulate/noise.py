@@ -124,14 +124,10 @@ class MapModel(CCDModel):
         u = np.random.default_rng([int(seed), 1]).uniform()  # its own stream: not the noise's
         return float(np.interp(u, self.probabilities, self.rms_quantiles))
 
-    def source_noise(self, stamp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Poisson noise of the source's own electrons, e-/s per pixel (zero mean)."""
-        electrons = np.clip(stamp, 0.0, None) * self.exposure_time
-        return (rng.poisson(electrons) - electrons) / self.exposure_time
-
     def add(self, stamp: np.ndarray, seed: int, rms: float) -> np.ndarray:
         rng = np.random.default_rng(int(seed))
-        return stamp + self.source_noise(stamp, rng) + rng.normal(0.0, rms, stamp.shape)
+        poisson = source_noise(stamp, self.exposure_time, rng)
+        return stamp + poisson + rng.normal(0.0, rms, stamp.shape)
 
     def variance(self, stamp: np.ndarray, rms: float) -> np.ndarray:
         return np.clip(stamp, 0.0, None) / self.exposure_time + rms**2
@@ -149,7 +145,7 @@ class MapModel(CCDModel):
         )}  # fmt: skip
 
 
-class CorrelatedModel(MapModel):
+class CorrelatedModel(CCDModel):
     """Stationary correlated background noise (``noise=correlated``): a Gaussian field whose
     correlation function was measured on a blank-sky patch with GalSim's ``CorrelatedNoise``,
     drawn through its power spectrum on the stamp grid as ``CorrelatedNoise.applyTo`` does; the
@@ -158,7 +154,7 @@ class CorrelatedModel(MapModel):
     name = "correlated"
 
     def __init__(self, instrument, correlation: np.ndarray, power_floor: float, cg_rtol: float):
-        CCDModel.__init__(self, instrument)
+        super().__init__(instrument)
         self.correlation = np.asarray(correlation, dtype=float)  # (S, S), zero lag at [S//2, S//2]
         self.power_floor, self.cg_rtol = float(power_floor), float(cg_rtol)
         self.power = power_spectrum(self.correlation, self.power_floor)
@@ -170,18 +166,11 @@ class CorrelatedModel(MapModel):
         full = np.fft.irfft2(self.power, s=s)
         return float(np.sqrt(full[0, 0]))
 
-    @property
-    def rms_range(self) -> tuple[float, float]:
-        return self.background_rms, self.background_rms
-
-    def draw_rms(self, seed: int) -> float:
-        return self.background_rms
-
     def add(self, stamp: np.ndarray, seed: int, rms: float) -> np.ndarray:
         rng = np.random.default_rng(int(seed))
         white = rng.standard_normal(stamp.shape)
         field = np.fft.irfft2(np.fft.rfft2(white) * np.sqrt(self.power), s=stamp.shape)
-        return stamp + self.source_noise(stamp, rng) + field
+        return stamp + source_noise(stamp, self.exposure_time, rng) + field
 
     def variance(self, stamp: np.ndarray, rms: float) -> np.ndarray:
         return np.clip(stamp, 0.0, None) / self.exposure_time + self.background_rms**2
@@ -218,6 +207,13 @@ class CorrelatedModel(MapModel):
             "[S//2, S//2]; the noise is drawn with power spectrum |rfft2| of it (clipped at the "
             "power floor)",
         )}  # fmt: skip
+
+
+def source_noise(stamp: np.ndarray, exposure_time: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise of the source's own electrons (zero mean), e-/s per pixel, for a
+    noiseless ``stamp`` in e-/s per pixel and ``exposure_time`` s."""
+    electrons = np.clip(stamp, 0.0, None) * exposure_time
+    return (rng.poisson(electrons) - electrons) / exposure_time
 
 
 def power_spectrum(correlation: np.ndarray, floor: float) -> np.ndarray:
