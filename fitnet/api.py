@@ -10,14 +10,20 @@ model's stamps), FITS or HDF5 paths, or a folder. Pixels are sky-subtracted e-/s
 the model's zero-point system (``input_scale`` converts other units). It returns an astropy
 Table, one row per image in input order, with units on every column: the labels, their
 1-sigma errors (``<label>_err``), ``flag`` (0 = trust the row) and ``problem``.
+
+The PSF-conditioned generalist measures any instrument's cutouts given their PSF::
+
+    model = fitnet.load("generalist")
+    table = model.predict(cutouts, pixel_scale=0.2, psf="psf.fits", zero_point=27.0)
 """
 
 from __future__ import annotations
 
 from astropy.table import Table
 
+from .generalist import generalist_catalogue
 from .inference import Predictor, catalogue
-from .runtime import checkpoint_paths, load_group, positive, resolve_device
+from .runtime import UserError, checkpoint_paths, load_group, positive, resolve_device
 
 
 class Model:
@@ -66,6 +72,9 @@ class Model:
         mask=None,
         checks: bool = True,
         progress: bool = False,
+        psf=None,
+        zero_point: float | None = None,
+        psf_includes_pixel: bool = True,
     ) -> Table:
         """The catalogue of ``images`` (see the module docstring).
 
@@ -75,7 +84,23 @@ class Model:
         small images. ``mask`` (non-zero = bad pixel): arrays of the images' shapes, or for
         FITS input a FITS mask (a folder of them for a folder). ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
         what they found; docs/guide/predict.md, "Flags").
+
+        For a PSF-conditioned model (``fitnet.load("generalist")``): ``psf``, a FITS image of
+        the cutouts' PSF (``psf_includes_pixel``: an effective PSF, as PSFEx, PIFF and stars
+        give); ``pixel_scale`` the cutouts' arcsec / pixel (else their header's); ``zero_point``
+        the AB mag of one image unit summed (else the header's MAGZERO, MAGZPT or ZP; without
+        one, fluxes only). Pixels may be in any units (``input_scale`` is not used).
         """
+        if self.predictor.needs_psf or psf is not None:
+            if psf is None:
+                raise UserError("this model takes the PSF as an input: give psf='psf.fits'")
+            return generalist_catalogue(
+                self.predictor, images, self.batch_size, psf=psf,
+                pixel_scale=positive("pixel_scale", pixel_scale, allow_null=True),
+                zero_point=zero_point, psf_includes_pixel=psf_includes_pixel,
+                quality=self.quality if checks else None, pad_seed=pad_seed, mask=mask,
+                progress=progress,
+            )  # fmt: skip
         return catalogue(
             self.predictor,
             images,
@@ -91,8 +116,8 @@ class Model:
 
 
 def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
-    """The shipped pretrained model, or the checkpoint(s) at ``path`` (one path or a list of
-    single-target ones). ``device``: auto, cpu or cuda; ``amp``: bfloat16 autocast (default
+    """The shipped pretrained model, a shipped one by name (``"generalist"``), or the
+    checkpoint(s) at ``path`` (one path or a list of single-target ones). ``device``: auto, cpu or cuda; ``amp``: bfloat16 autocast (default
     from conf/inference)."""
     inference = load_group("inference")
     device = resolve_device(device)

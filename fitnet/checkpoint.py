@@ -23,7 +23,7 @@ from simulate.io import atomic_path, package_version
 
 from .data import ImageNorm, data_dirs
 from .labels import LabelScaler
-from .models import BoundedOutputs, build_model, model_name
+from .models import BoundedOutputs, build_model, input_channels, model_name
 from .runtime import UserError
 
 FORMAT = "sersic-fitnet checkpoint"
@@ -43,6 +43,7 @@ INSTRUMENT_ATTRS = (
     "background_rms_min_e_per_s",
     "background_rms_max_e_per_s",
     "noise_correlation_core",
+    "psf_fwhm_range_px",
     "psf",
     "psf_fwhm_arcsec",
     "image_units",
@@ -130,7 +131,7 @@ def make_payload(
         "model": {
             "name": model_name(model_cfg),
             "config": model_cfg,
-            "in_chans": 1,
+            "in_chans": input_channels(model_cfg),
             "num_outputs": len(targets) * outputs_per_label(loss),
             "stamp_size": stamp_size,
             "state_dict": {k: v.detach().cpu() for k, v in raw.state_dict().items()},

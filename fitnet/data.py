@@ -188,25 +188,43 @@ def sample_images(path: Path, norm: ImageNorm, n_images: int) -> torch.Tensor:
         return norm(torch.from_numpy(f["images"][: max(1, n_images)]))[:, None]
 
 
+def psf_channel(psfs, stamp_size: int) -> torch.Tensor:
+    """PSF images (N, P, P) as the second input channel of a PSF-conditioned model: each
+    divided by its peak and centred on pixel S // 2 of an (N, S, S) float32 tensor."""
+    psfs = torch.as_tensor(np.asarray(psfs, dtype=np.float32))
+    n, p = psfs.shape[0], psfs.shape[-1]
+    out = torch.zeros((n, stamp_size, stamp_size), dtype=torch.float32)
+    lo = stamp_size // 2 - p // 2
+    peak = psfs.reshape(n, -1).amax(1).clamp_min(1e-30).view(n, 1, 1)
+    out[:, lo : lo + p, lo : lo + p] = psfs / peak
+    return out
+
+
 def load_images(
-    paths: list[Path], norm: ImageNorm | None, device: torch.device, stack: str = "images"
-) -> torch.Tensor:
+    paths: list[Path], norm: ImageNorm | None, device: torch.device, stack: str = "images",
+    psf: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """The ``stack`` (/images, or /noiseless) of ``paths`` one after the other, normalised with
-    ``norm`` (None: in e-/s per pixel), as a float32 tensor (N, 1, S, S) on ``device``."""
+    ``norm`` (None: in e-/s per pixel), as a float32 tensor (N, 1, S, S) on ``device``; with
+    ``psf``, (N, 2, S, S) with each stamp's /psf as channel 1 (``psf_channel``)."""
     norm = norm or (lambda x: x)
     shapes = []
     for path in paths:
         with h5py.File(path, "r") as f:
             shapes.append(f[stack].shape)
     size = shapes[0][1:]
-    out = torch.empty((sum(s[0] for s in shapes), 1, *size), dtype=torch.float32, device=device)
+    chans = 2 if psf else 1
+    out = torch.empty((sum(s[0] for s in shapes), chans, *size), dtype=torch.float32, device=device)
     offset = 0
     for path in paths:
         with h5py.File(path, "r") as f:
             ds = f[stack]
             for start in range(0, ds.shape[0], NORM_CHUNK):
                 chunk = torch.from_numpy(ds[start : start + NORM_CHUNK]).to(device)
-                out[offset + start : offset + start + len(chunk), 0] = norm(chunk)
+                rows = slice(offset + start, offset + start + len(chunk))
+                out[rows, 0] = norm(chunk)
+                if psf:
+                    out[rows, 1] = psf_channel(f["psf"][start : start + NORM_CHUNK], size[-1])
             offset += ds.shape[0]
     return out
 
@@ -223,8 +241,11 @@ class H5Images(torch.utils.data.Dataset):
     process boundaries).
     """
 
-    def __init__(self, path: Path, norm: ImageNorm | None, labels: np.ndarray, stack="images"):
+    def __init__(
+        self, path: Path, norm: ImageNorm | None, labels: np.ndarray, stack="images", psf=False
+    ):
         self.path, self.norm, self.labels, self.stack = Path(path), norm, labels, stack
+        self.psf = psf  # add /psf as channel 1 (a PSF-conditioned model)
         self._file = None
 
     def __len__(self) -> int:
@@ -234,7 +255,11 @@ class H5Images(torch.utils.data.Dataset):
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         image = torch.from_numpy(self._file[self.stack][i])[None]
-        return (self.norm(image) if self.norm else image), torch.from_numpy(self.labels[i])
+        image = self.norm(image) if self.norm else image
+        if self.psf:
+            psf = psf_channel(self._file["psf"][i : i + 1], image.shape[-1])
+            image = torch.cat([image, psf], 0)
+        return image, torch.from_numpy(self.labels[i])
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -312,16 +337,28 @@ def make_batches(
     data_cfg,
     noise=None,
     noise_generator: torch.Generator | None = None,
+    psf: bool = False,
 ) -> Batches:
     """The stamps of ``paths`` (one split, ``attrs`` from ``describe_splits``) one file after the
     other: in memory (on ``device``) when they fit in ``data.max_memory_gb``, else streamed.
     With ``noise``, the files' /noiseless stamps instead, with new noise from
-    ``noise_generator`` (on ``device``) every time a batch is drawn."""
+    ``noise_generator`` (on ``device``) every time a batch is drawn. With ``psf``, each stamp's
+    /psf is a second channel (a PSF-conditioned model)."""
     labels = [scaler.encode(read_labels(path, scaler.names)) for path in paths]
+    if psf:
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                if "psf" not in f:
+                    raise DataError(
+                        f"{path} has no /psf: a PSF-conditioned model needs a PSF per stamp "
+                        "(python -m simulate instrument=generalist psf_family=generalist)"
+                    )
     stack, stored_norm, fresh = "images", norm, None
     if noise is not None:
         stack, stored_norm = "noiseless", None
         fresh = lambda x: norm(noise(x, noise_generator))  # noqa: E731
+        if psf:  # noise on the stamp channel only; the PSF channel passes unchanged
+            fresh = lambda x: torch.cat([norm(noise(x[:, :1], noise_generator)), x[:, 1:]], 1)  # noqa: E731
         for path in paths:
             with h5py.File(path, "r") as f:
                 if stack not in f:
@@ -329,11 +366,11 @@ def make_batches(
                         f"{path} has no /noiseless stamps: fresh_noise=true needs training files "
                         "written by `python -m simulate noiseless=true`"
                     )
-    if split_bytes(attrs) <= data_cfg.max_memory_gb * 1e9:
-        images = load_images(paths, stored_norm, device, stack)
+    if split_bytes(attrs) * (2 if psf else 1) <= data_cfg.max_memory_gb * 1e9:
+        images = load_images(paths, stored_norm, device, stack, psf)
         labels = torch.from_numpy(np.concatenate(labels)).to(device)
         return Batches(images, labels, batch_size, device, noise=fresh)
     dataset = torch.utils.data.ConcatDataset(
-        [H5Images(p, stored_norm, lab, stack) for p, lab in zip(paths, labels, strict=True)]
+        [H5Images(p, stored_norm, lab, stack, psf) for p, lab in zip(paths, labels, strict=True)]
     )
     return Batches(None, None, batch_size, device, dataset, data_cfg.num_workers, noise=fresh)

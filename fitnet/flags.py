@@ -49,6 +49,10 @@ FLAGS = {
         "the catalogue position is outside the mosaic (not measured), or its cutout runs off "
         "the mosaic's edge (measured, padded with noise)",
     ),
+    "psf_range": (
+        32768,
+        "the PSF's FWHM is outside the range the PSF-conditioned model was trained on",
+    ),
 }
 BITS = {name: bit for name, (bit, _) in FLAGS.items()}
 #: Bits after which the row has no measurement (the network is not run, labels are NaN).

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .checkpoint import split_output
+from .data import psf_channel
 from .flags import BITS
 from .inputs import InputError, Stamp, StampMaker, count_images, iter_stamps
 from .labels import TARGETS
@@ -77,6 +78,12 @@ class Predictor:
                 self.payload = payload
                 self.stamp_size = payload["model"]["stamp_size"]
                 self.instrument = payload["instrument"]
+                #: the model takes each stamp's PSF as a second input (PSFConditioned)
+                self.needs_psf = payload["model"].get("in_chans", 1) == 2
+            elif (payload["model"].get("in_chans", 1) == 2) != self.needs_psf:
+                raise checkpoint.CheckpointError(
+                    f"{path} and {paths[0]}: one takes a PSF input and the other does not"
+                )
             else:
                 if payload["model"]["stamp_size"] != self.stamp_size:
                     raise checkpoint.CheckpointError(
@@ -127,16 +134,19 @@ class Predictor:
             )
         return self.members[0][1]
 
-    def predict(self, images: np.ndarray) -> tuple[dict, dict]:
+    def predict(self, images: np.ndarray, psfs=None) -> tuple[dict, dict]:
         """Values and sigmas (where the model gives them) per label for a batch of stamps
-        (B, S, S) in e-/s per pixel, S the model's ``stamp_size``. Images of other sizes go
-        through ``catalogue`` (or ``fitnet.load().predict``), which pads or crops them."""
+        (B, S, S) in e-/s per pixel, S the model's ``stamp_size``, and for a PSF-conditioned
+        model their PSF images ``psfs`` (B, P, P). Images of other sizes go through
+        ``catalogue`` (or ``fitnet.load().predict``), which pads or crops them."""
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1:] != (self.stamp_size, self.stamp_size):
             raise UserError(
                 f"images of shape {images.shape}: Predictor.predict takes stamps "
                 f"(B, {self.stamp_size}, {self.stamp_size}); fitnet.load().predict takes any size"
             )
+        if self.needs_psf and (psfs is None or len(psfs) != len(images)):
+            raise UserError("this model takes each stamp's PSF: give psfs (B, P, P), one per stamp")
         values, sigmas = {}, {}
         with (
             torch.inference_mode(),
@@ -145,8 +155,14 @@ class Predictor:
             x_raw = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(
                 self.device
             )[:, None]
+            psf = (
+                psf_channel(psfs, self.stamp_size).to(self.device)[:, None]
+                if self.needs_psf
+                else None
+            )
             for model, scaler, norm, loss, _ in self.members:
-                x = norm(x_raw).contiguous(memory_format=torch.channels_last)
+                x = norm(x_raw) if psf is None else torch.cat([norm(x_raw), psf], 1)
+                x = x.contiguous(memory_format=torch.channels_last)
                 out = model(x).float()
                 mu, log_sigma = split_output(out, loss)
                 sigma_z = None if log_sigma is None else log_sigma.exp().cpu().numpy()
@@ -178,8 +194,9 @@ def batched(stamps: Iterable[Stamp], batch_size: int) -> Iterator[list[Stamp]]:
 
 
 def predict_table(
-    predictor: Predictor, stamps: Iterable[Stamp], batch_size: int, progress=None, quality=None
-) -> Table:
+    predictor: Predictor, stamps: Iterable[Stamp], batch_size: int, progress=None, quality=None,
+    extra_columns=None,
+) -> Table:  # fmt: skip
     """Catalogue with one row per stamp, in order: ``row, source``, the labels and their
     errors, ``flag`` and ``problem`` (and, with the checks of ``quality``, what they measured).
 
@@ -187,7 +204,8 @@ def predict_table(
     called with the number of rows done. With ``quality`` (conf/quality, enabled), the checks
     of the predictions run too: the residual of the predicted Sersic (``bad_fit``), values
     outside the physical range or the training prior (``out_of_range``) and sigmas as wide as
-    the prior (``uninformative``).
+    the prior (``uninformative``). ``extra_columns`` (name -> (unit, description)) are
+    values the stamp maker put in each stamp's ``columns``, added as they are.
     """
     rows, sources, flags, problems, measured = [], [], [], [], []
     columns = predictor.columns()
@@ -200,7 +218,8 @@ def predict_table(
         chi2, pixels = np.full(len(batch), np.nan), np.zeros(len(batch), dtype=np.int64)
         if good:
             images = np.stack([batch[k].image for k in good])
-            pred, sigma = predictor.predict(images)
+            psfs = np.stack([batch[k].psf for k in good]) if predictor.needs_psf else None
+            pred, sigma = predictor.predict(images, psfs)
             for c, col in enumerate(columns):
                 out[good, c] = sigma[col[:-4]] if col.endswith("_err") else pred[col]
             if fit is not None:
@@ -231,6 +250,9 @@ def predict_table(
             if col.endswith("_err")
             else f"predicted {col} ({TARGETS[col]})"
         )
+    for name, (unit, description) in (extra_columns or {}).items():
+        table[name] = np.array([m.get(name, np.nan) for m in measured], dtype=float)
+        table[name].unit, table[name].description = unit or None, description
     flags = np.array(flags, dtype=np.int32)
     checks = quality is not None and quality.enabled
     if checks:
@@ -265,6 +287,8 @@ def fit_check(predictor: Predictor, quality) -> FitCheck | None:
     psfs = {payload["instrument"].get("psf") for payload in predictor.payloads}
     if not set(NEEDS) <= set(predictor.labels):
         why = f"the checkpoints predict {predictor.labels}, not all of {list(NEEDS)}"
+    elif predictor.needs_psf:
+        why = "a PSF-conditioned model: the check renders with one PSF, not each stamp's"
     elif None in psfs or len(psfs) > 1:
         why = "the checkpoints record no PSF, or different ones"
     elif psf_from_repr(psfs.pop()) is None:

@@ -78,6 +78,7 @@ class Stamp:
     columns: dict = field(default_factory=dict)  # what the checks measured (quality.COLUMNS)
     footprint: np.ndarray | None = None  # the target's pixels of ``image`` (bool), if found
     replaced: np.ndarray | None = None  # pixels of ``image`` replaced by noise (bool), if any
+    psf: np.ndarray | None = None  # the PSF input of a PSF-conditioned model (unit sum), if any
 
 
 #: Reading problems that make a single image given alone an error rather than a flagged row.
@@ -318,11 +319,15 @@ class Reader:
                     raise InputError(message)
             chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
             sizes = rendered_sizes(f, len(ds))
+            psfs = f["psf"] if "psf" in f else None  # a PSF per stamp (psf_family)
             for start in range(0, len(ds), chunk):
                 block = ds[start : start + chunk]
+                psf_block = None if psfs is None else psfs[start : start + chunk]
                 for k, image in enumerate(block):
                     padding = padding_mask(image.shape, sizes[start + k])
                     stamp = self.maker(f"{path.name}[{start + k}]", image, padding=padding)
+                    if psf_block is not None:
+                        stamp.psf = psf_block[k]
                     note(stamp)
                     yield stamp
 

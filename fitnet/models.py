@@ -273,7 +273,6 @@ class FrozenRefinerHead(nn.Module):
         return self.refiner.correct(z)
 
 
-#: Registered name -> model class. A checkpoint records the name (``model_name``).
 class BoundedOutputs(nn.Module):
     """A model whose predicted means (its first T outputs, standardised labels) cannot leave
     the training prior ``[low, high]`` (T,) by more than ``below`` and ``above`` (T,): the
@@ -318,7 +317,13 @@ class BoundedOutputs(nn.Module):
         return torch.cat([mu, out[:, t:]], dim=1)
 
 
-MODELS = {"deeplegato": DeepLegato, "resnet": ResNet, "photometric": PhotometricRefiner}
+#: Registered name -> model class. A checkpoint records the name (``model_name``).
+MODELS = {
+    "deeplegato": DeepLegato,
+    "resnet": ResNet,
+    "photometric": PhotometricRefiner,
+    "psf_conditioned": None,  # PSFConditioned, set below (it builds its network by name)
+}
 #: The class paths that format-1 checkpoints name in ``_target_``, by registered name. Written
 #: out, not derived from the classes: they must keep meaning what they meant when a class is
 #: renamed.
@@ -347,3 +352,72 @@ def build_model(model_cfg: dict, in_chans: int, num_outputs: int, stamp_size: in
     kwargs = {k: v for k, v in dict(model_cfg).items() if k not in BUILD_KEYS}
     cls = MODELS[model_name(model_cfg)]
     return cls(in_chans=in_chans, num_outputs=num_outputs, stamp_size=stamp_size, **kwargs)
+
+
+class PSFConditioned(nn.Module):
+    """A network for any PSF: ``network``'s feature extractor on the image (input channel 0),
+    a small CNN on the PSF image (channel 1, its centre ``psf_size`` square), and one head on
+    both. Defaults in conf/model/psf_conditioned.yaml.
+
+    The PSF channel holds the effective PSF at the data's sampling divided by its peak, so the
+    encoder sees its shape and width; the image channel is the normalised stamp as for any
+    model.
+    """
+
+    INPUT_CHANNELS = 2  # the stamp, and the PSF
+
+    def __init__(
+        self,
+        in_chans: int,
+        num_outputs: int,
+        stamp_size: int,
+        network: dict,
+        psf_size: int = 33,
+        psf_filters=(16, 32),
+        psf_features: int = 32,
+        dense=(128, 64),
+    ):
+        super().__init__()
+        if in_chans != self.INPUT_CHANNELS:
+            raise ValueError(f"PSFConditioned takes the stamp and its PSF; got in_chans={in_chans}")
+        if psf_size > stamp_size or psf_size % 2 == 0:
+            raise ValueError(
+                f"model.psf_size={psf_size} must be odd and at most the stamp's {stamp_size}"
+            )
+        self.features = build_model(network, 1, num_outputs, stamp_size).features
+        layers: list[nn.Module] = []
+        chans = 1
+        for width in psf_filters:
+            layers += [
+                nn.Conv2d(chans, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            chans = width
+        layers += [nn.Flatten()]
+        encoder = nn.Sequential(*layers)
+        size = _feature_size(encoder, 1, psf_size)
+        self.psf_encoder = nn.Sequential(
+            encoder, nn.Linear(size, psf_features), nn.ReLU(inplace=True)
+        )
+        self.psf_size = psf_size
+        size = _feature_size(self.features, 1, stamp_size) + psf_features
+        head: list[nn.Module] = []
+        for units in dense:
+            head += [nn.Linear(size, units), nn.ReLU(inplace=True)]
+            size = units
+        head.append(nn.Linear(size, num_outputs))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x):
+        c, h = x.shape[-1] // 2, self.psf_size // 2
+        psf = x[:, 1:, c - h : c + h + 1, c - h : c + h + 1]
+        return self.head(torch.cat([self.features(x[:, :1]), self.psf_encoder(psf)], 1))
+
+
+def input_channels(model_cfg: dict) -> int:
+    """Input channels of a model config: 2 (stamp and PSF) for a PSF-conditioned model, else 1."""
+    return getattr(MODELS[model_name(model_cfg)], "INPUT_CHANNELS", 1)
+
+
+MODELS["psf_conditioned"] = PSFConditioned

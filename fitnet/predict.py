@@ -6,7 +6,9 @@ cutouts; images of any size are padded (with noise) or cropped to the model's st
 (``fitnet.survey``), with ``weight=`` or ``rms=`` maps bringing the cutouts to the model's noise. The
 output (CSV, ECSV or FITS) has one row per image in input order: the labels mag (AB), n,
 re (arcsec, semi-major axis) and q, their 1-sigma errors, and a flag (0 = trust the row).
-Without ``ckpt`` the shipped pretrained model is used.
+Without ``ckpt`` the shipped pretrained model is used. ``ckpt=generalist`` measures cutouts of
+any instrument given their PSF (``psf=psf.fits``, ``pixel_scale=``, ``zero_point=``;
+``fitnet.generalist``).
 
 Example: python -m fitnet.predict input=cutouts/ output=catalogue.csv pixel_scale=0.06
 """
@@ -19,6 +21,7 @@ import time
 import numpy as np
 from omegaconf import DictConfig
 
+from .generalist import generalist_catalogue
 from .inference import Predictor, catalogue, write_table
 from .runtime import UserError, as_list, checkpoint_paths, command, positive, resolve_device
 from .survey import open_mosaics, read_sources, survey_catalogue
@@ -33,7 +36,9 @@ def run(cfg: DictConfig):
     pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
     predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
     start = time.perf_counter()
-    if cfg.catalog is not None:  # a mosaic and its source catalogue
+    if predictor.needs_psf or cfg.get("psf") is not None:  # the PSF-conditioned generalist
+        table = predict_with_psf(cfg, predictor, pixel_scale)
+    elif cfg.catalog is not None:  # a mosaic and its source catalogue
         table = survey_catalogue(
             predictor,
             open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap),
@@ -81,6 +86,32 @@ def run(cfg: DictConfig):
         ", ".join(map(str, outputs)),
     )
     return table
+
+
+def predict_with_psf(cfg: DictConfig, predictor: Predictor, pixel_scale):
+    """The catalogue of cutouts measured by a PSF-conditioned model with ``cfg.psf``."""
+    if cfg.get("psf") is None:
+        raise UserError(
+            f"{predictor.paths[0]} takes the PSF as an input: give psf=psf.fits (a FITS image of "
+            "the cutouts' PSF)"
+        )
+    if cfg.catalog is not None or cfg.weight is not None or cfg.rms is not None:
+        raise UserError(
+            "ckpt=generalist measures cutouts: catalog=, weight= and rms= are not for it"
+        )
+    return generalist_catalogue(
+        predictor,
+        cfg.input,
+        cfg.batch_size[predictor.device.type],
+        psf=cfg.psf,
+        pixel_scale=pixel_scale,
+        zero_point=cfg.get("zero_point"),
+        psf_includes_pixel=cfg.get("psf_includes_pixel", True),
+        quality=cfg.quality,
+        pad_seed=cfg.pad_seed,
+        mask=cfg.mask,
+        progress=cfg.progress,
+    )
 
 
 main = command("fitnet.predict", "predict", __doc__)(run)

@@ -113,12 +113,13 @@ def as_list(value) -> list:
 
 
 def checkpoint_paths(ckpt) -> list:
-    """The ``ckpt`` option as a list of paths; null means the shipped pretrained model."""
-    if ckpt is None:
-        from .pretrained import default_checkpoint
+    """The ``ckpt`` option as a list of paths; null means the shipped pretrained model, and a
+    shipped model's name (``fitnet.pretrained.SHIPPED``: candels_h, generalist) its file."""
+    from .pretrained import SHIPPED, default_checkpoint, shipped_checkpoint
 
+    if ckpt is None:
         return [default_checkpoint()]
-    return as_list(ckpt)
+    return [shipped_checkpoint(c) if str(c) in SHIPPED else c for c in as_list(ckpt)]
 
 
 def help_text(module: str, config_name: str, doc: str) -> str:

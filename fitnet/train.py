@@ -47,7 +47,7 @@ from .data import (
 )
 from .labels import LabelScaler, calibration_scale, parse_targets, validate_calibration
 from .metrics import label_metrics
-from .models import BoundedOutputs, FrozenRefinerHead, build_model
+from .models import BoundedOutputs, FrozenRefinerHead, build_model, input_channels
 from .noise import from_file as noise_from_file
 from .plots import plot_history
 from .runtime import UserError, command, positive, resolve_device
@@ -232,7 +232,10 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     noise = fresh_noise(cfg, paths["train"][0], attrs["train"])
     noise_generator = torch.Generator(device=device).manual_seed(cfg.seed)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
-    model = build_model(start.model_cfg, 1, num_outputs, stamp_size).to(device)
+    chans = input_channels(start.model_cfg)  # 2: the stamp and its PSF (PSFConditioned)
+    if chans == 2:
+        attrs["train"]["psf_fwhm_range_px"] = psf_fwhm_range(paths["train"])
+    model = build_model(start.model_cfg, chans, num_outputs, stamp_size).to(device)
     if hasattr(model, "prepare") and start.kind in ("new", "refine"):
         # data-derived state (PhotometricRefiner's feature statistics) that no checkpoint brings
         images = sample_images(paths["train"][0], start.norm, cfg.image_norm.stats_images)
@@ -259,6 +262,7 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
             cfg.data,
             fresh,
             noise_generator,
+            psf=chans == 2,
         )
 
     augment = cfg.augment
@@ -307,6 +311,19 @@ def fresh_noise(cfg, path: Path, attrs: dict):
         return noise_from_file(path, attrs)
     except KeyError as err:
         raise DataError(f"{path}: fresh_noise=true, but {err.args[0]}") from err
+
+
+def psf_fwhm_range(paths: list[Path]) -> list[float]:
+    """[min, max] of the training stamps' PSF FWHM (pixel, /params/psf_fwhm), which a
+    PSF-conditioned model records: prediction flags PSFs outside it (``psf_range``)."""
+    try:
+        fwhm = read_labels(paths, ["psf_fwhm"])["psf_fwhm"]
+    except KeyError as err:
+        raise DataError(
+            f"{paths[0]} has no /params/psf_fwhm: a PSF-conditioned model needs a PSF per stamp "
+            "(python -m simulate instrument=generalist psf_family=generalist)"
+        ) from err
+    return [float(fwhm.min()), float(fwhm.max())]
 
 
 def load_weights(model, start: Start, cfg) -> None:

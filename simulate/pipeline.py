@@ -200,6 +200,8 @@ def render_block(
                 )
         images[k] = noise.add(light, params["noise_seed"][k], rms)
         noiseless[k] = stamp
+        if not np.isfinite(images[k]).all():  # never a NaN stamp in the files
+            raise RuntimeError(f"galaxy {params['index'][k]} rendered non-finite pixels: {p}")
     return images, noiseless, extra, psfs
 
 

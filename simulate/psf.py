@@ -69,10 +69,11 @@ def psf_pixel_scale(header, data_pixel_scale, pixel_scale=None, oversampling=Non
 
 
 def check_psf_image(array: np.ndarray, scale: float, data_pixel_scale: float, file,
-                    max_offset_px: float, max_edge_flux: float) -> tuple[float, float]:  # fmt: skip
-    """Raise ConfigError naming ``file`` unless the PSF image is usable; return its centroid's
-    offset (x, y) from the image centre in PSF pixels."""
-    where = f"instrument.psf.file={file}"
+                    max_offset_px: float, max_edge_flux: float,
+                    key: str = "instrument.psf.file") -> tuple[float, float]:  # fmt: skip
+    """Raise ConfigError naming ``file`` (as option ``key``) unless the PSF image is usable;
+    return its centroid's offset (x, y) from the image centre in PSF pixels."""
+    where = f"{key}={file}"
     if array.ndim != 2 or min(array.shape) < 5:
         raise ConfigError(f"{where}: needs a 2-D image of at least 5 x 5 pixels, not {array.shape}")
     if not np.isfinite(array).all():
@@ -103,7 +104,8 @@ def check_psf_image(array: np.ndarray, scale: float, data_pixel_scale: float, fi
 
 def image_psf(file: str, data_pixel_scale: float, max_offset_px: float, max_edge_flux: float,
               interpolant: str, hdu: int = 0, pixel_scale: float | None = None,
-              oversampling: float | None = None, includes_pixel: bool = True) -> galsim.GSObject:  # fmt: skip
+              oversampling: float | None = None, includes_pixel: bool = True,
+              key: str = "instrument.psf.file") -> galsim.GSObject:  # fmt: skip
     """The PSF of a FITS image, as a GalSim profile of unit flux (sizes in arcsec) that does not
     include the detector pixel.
 
@@ -113,19 +115,21 @@ def image_psf(file: str, data_pixel_scale: float, max_offset_px: float, max_edge
     its pixels; ``max_offset_px`` and ``max_edge_flux`` bound ``check_psf_image``.
     ``includes_pixel``: the image is an effective PSF
     that already includes the detector pixel (true for PSFEx, PIFF, coadd PSFs; false for an
-    optical PSF such as webbpsf's oversampled one).
+    optical PSF such as webbpsf's oversampled one). ``key`` names the option in messages.
     """
     path = Path(file)
     if not path.is_file():
-        raise ConfigError(f"instrument.psf.file={file} does not exist")
+        raise ConfigError(f"{key}={file} does not exist")
     try:
         with fits.open(path) as hdul:
             array = np.asarray(hdul[hdu].data, dtype=float)
             header = hdul[hdu].header
     except (OSError, IndexError, TypeError, ValueError) as err:
-        raise ConfigError(f"instrument.psf.file={file}: not a readable FITS image ({err})") from err
+        raise ConfigError(f"{key}={file}: not a readable FITS image ({err})") from err
     scale = psf_pixel_scale(header, data_pixel_scale, pixel_scale, oversampling)
-    cx, cy = check_psf_image(array, scale, data_pixel_scale, file, max_offset_px, max_edge_flux)
+    cx, cy = check_psf_image(
+        array, scale, data_pixel_scale, file, max_offset_px, max_edge_flux, key
+    )
     image = galsim.Image(np.ascontiguousarray(array / array.sum()), scale=scale)
     psf = galsim.InterpolatedImage(
         image, x_interpolant=interpolant, offset=galsim.PositionD(cx, cy), normalization="flux"

@@ -78,10 +78,18 @@ def draw_psf(seed: int, index: int, spec) -> tuple[galsim.GSObject, dict]:
     return psf.withFlux(1.0), columns
 
 
-def psf_image(psf: galsim.GSObject, size: int) -> np.ndarray:
+def psf_image(psf: galsim.GSObject, size: int, fft_size: int = 256) -> np.ndarray:
     """The PSF at the data's sampling with the pixel (an effective PSF), ``size`` square,
-    centred on the middle pixel, unit sum; float32."""
-    image = psf.drawImage(nx=size, ny=size, scale=1.0).array
+    centred on the middle pixel, unit sum; float32. Drawn from the renderer's own transfer
+    function (``render.transfer_function`` on an ``fft_size`` box), so that the image is the
+    PSF the galaxy was convolved with (and GalSim's drawImage, which fails on some obscured
+    Airy profiles, is not needed)."""
+    from .render import transfer_function
+
+    kimage = transfer_function(psf, 1.0, fft_size)
+    image = np.fft.fftshift(np.fft.irfft2(np.fft.ifftshift(kimage, axes=0), s=(fft_size,) * 2))
+    lo = fft_size // 2 - size // 2
+    image = image[lo : lo + size, lo : lo + size]
     return (image / image.sum()).astype(np.float32)
 
 

@@ -71,3 +71,15 @@ def test_psfs_depend_only_on_the_seed_and_index(sim_config):
 def test_bad_psf_family_settings_fail_with_the_key(sim_config, override, match):
     with pytest.raises(ConfigError, match=match):
         run_simulation(sim_config(*GENERALIST, override), progress=False)
+
+
+def test_an_obscured_airy_whose_transform_galsim_misses_is_rendered(sim_config):
+    # GalSim's obscured Airy returns NaN at an isolated k for this galaxy's PSF (obscuration 0.0055)
+    from simulate.psf_family import psf_image
+    from simulate.render import transfer_function
+
+    psf, columns = draw_psf(424242, 18090, sim_config(*GENERALIST).psf_family)
+    assert FAMILIES[columns["psf_family"]] == "airy"
+    assert np.isfinite(transfer_function(psf, 1.0, 256)).all()
+    image = psf_image(psf, 33)
+    assert np.isfinite(image).all() and image.argmax() == 33 * 16 + 16

@@ -1,9 +1,11 @@
-"""The pretrained default model shipped with the package, and how to make one.
+"""The pretrained models shipped with the package, by name, and how to make one.
 
-``python -m fitnet.pretrained outputs/train/<run>/best.pt`` writes a slim copy of a checkpoint
-(weights, targets, label and image normalisation, instrument, config and training history;
-no optimiser or random-number state) to ``fitnet/pretrained/candels_h.pt``, which
-``fitnet.predict`` and ``fitnet.evaluate`` use when ``ckpt`` is not given.
+``SHIPPED`` names them: ``candels_h`` (the CANDELS F160W specialist, the default when ``ckpt``
+is not given) and ``generalist`` (the PSF-conditioned model for any instrument, which needs
+``psf=``); ``ckpt=<name>`` picks one. ``python -m fitnet.pretrained outputs/train/<run>/best.pt
+[--dst fitnet/pretrained/<name>.pt]`` writes a slim copy of a checkpoint (weights, targets,
+label and image normalisation, instrument, config and training history; no optimiser or
+random-number state).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ..checkpoint import CheckpointError, load, save
 from ..runtime import EXIT_USER_ERROR, full_error, report
 
 DEFAULT = Path(__file__).with_name("candels_h.pt")
+#: name -> shipped checkpoint (``ckpt=<name>``)
+SHIPPED = {"candels_h": DEFAULT, "generalist": Path(__file__).with_name("generalist.pt")}
 #: Checkpoint entries needed only to resume training.
 RESUME_ONLY = ("optimizer", "scheduler", "rng")
 
@@ -26,6 +30,15 @@ def default_checkpoint() -> Path:
             f"no checkpoint given and no pretrained model at {DEFAULT}; pass ckpt=PATH to a best.pt"
         )
     return DEFAULT
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """Path of the shipped model ``name`` (a key of ``SHIPPED``); a clear error if this
+    installation lacks its file."""
+    path = SHIPPED[name]
+    if not path.is_file():
+        raise CheckpointError(f"ckpt={name}: this installation has no {path}")
+    return path
 
 
 def export(src: str | Path, dst: str | Path = DEFAULT) -> Path:

@@ -1,0 +1,221 @@
+"""The PSF-conditioned generalist on instruments, against the specialist and the noise limit.
+
+    python benchmarks/generalist.py --ckpt fitnet/pretrained/generalist.pt --out data/generalist-bench
+
+For each instrument a test set is simulated (``--galaxies``, 90% test with Cramer-Rao bounds)
+with its own PSF and prior, the PSF is written as a FITS image (the effective PSF at the data's
+sampling, as a survey gives it), and the generalist predicts the stamps through
+``python -m fitnet.predict ckpt=... psf=... pixel_scale=... zero_point=...``, as a user runs it:
+
+- ``candels_h``, the default instrument, where the shipped specialist predicts the same stamps;
+- ``ground``: a Kolmogorov PSF of 0.8" FWHM at 0.2"/px (4 px), SDSS-like depth;
+- ``space``: an obscured Airy (lambda 1.6 um, D 2.0 m, obscuration 0.3) at 0.1"/px (1.7 px);
+- ``hsc_i``: the HSC-Wide i preset, held out of the generalist's training PSFs.
+
+Per instrument and S/N bin (the noiseless matched-filter S/N): scatter, bias and outliers per
+label, scatter over the median Cramer-Rao bound, 68% coverage, for the rows with flag 0;
+``--imfit N`` adds pyimfit with the true PSF on the first N test stamps. Each step is skipped
+when its output exists. Writes ``results.json`` and ``results.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+LABELS = ("mag", "n", "re", "q")
+SNR_BINS = (10, 30, 100, 300, 1000, 1e5)
+#: instrument name -> simulate overrides
+INSTRUMENTS = {
+    "candels_h": [],
+    "ground": ["instrument=sdss_r", "instrument.name=ground", "instrument.pixel_scale=0.2",
+               "instrument.psf._target_=galsim.Kolmogorov", "instrument.psf.fwhm=0.8",
+               "prior=default", "prior.re.min=0.2", "prior.re.max=4.0", "prior.mag.min=15",
+               "prior.mag.max=21"],
+    "space": ["instrument.name=space", "instrument.pixel_scale=0.1", "~instrument.psf.beta",
+              "~instrument.psf.fwhm", "instrument.psf._target_=galsim.Airy", "+instrument.psf.lam=1600",
+              "+instrument.psf.diam=2.0", "+instrument.psf.obscuration=0.3",
+              "+instrument.psf.scale_unit=arcsec", "prior.re.min=0.1", "prior.re.max=3.0"],
+    "hsc_i": ["instrument=hsc_i"],
+}  # fmt: skip
+
+
+def command(args: list[str], log: Path) -> None:
+    with open(log, "w") as fh:
+        subprocess.run(
+            [sys.executable, "-m", *args], check=True, stdout=fh, stderr=subprocess.STDOUT
+        )
+
+
+def simulate(out: Path, name: str, args) -> Path:
+    folder = out / name
+    if not (folder / "test.h5").exists():
+        command(["simulate", *INSTRUMENTS[name], f"n={args.galaxies}", f"seed={args.seed}",
+                 f"out_dir={folder}", "montage=0", "splits.train=0.05", "splits.val=0.05",
+                 "splits.test=0.9", f"workers={args.workers}"], out / f"simulate-{name}.log")  # fmt: skip
+    return folder / "test.h5"
+
+
+def write_psf(data: Path, path: Path) -> tuple[float, float]:
+    """The file's PSF as an effective PSF image at its sampling; (pixel scale, zero point)."""
+    from fitnet.residuals import psf_from_repr
+
+    with h5py.File(data) as f:
+        attrs = dict(f.attrs)
+    scale = float(attrs["pixel_scale_arcsec"])
+    psf = psf_from_repr(attrs["psf"])
+    image = psf.drawImage(nx=41, ny=41, scale=scale).array
+    fits.writeto(path, (image / image.sum()).astype(np.float32), overwrite=True)
+    return scale, float(attrs["zero_point_mag"])
+
+
+def predict(out: Path, name: str, data: Path, ckpt: str, psf: Path | None, scale, zp) -> Table:
+    path = out / f"{name}-{Path(ckpt).stem}.ecsv"
+    if not path.exists():
+        extra = [] if psf is None else [f"psf={psf}", f"pixel_scale={scale}", f"zero_point={zp}"]
+        command(["fitnet.predict", f"ckpt={ckpt}", f"input={data}", f"output={path}",
+                 "progress=false", *extra], out / f"predict-{name}-{Path(ckpt).stem}.log")  # fmt: skip
+    return Table.read(path)
+
+
+def imfit(out: Path, name: str, data: Path, limit: int) -> Table | None:
+    if not limit:
+        return None
+    path = out / f"{name}-imfit.ecsv"
+    if not path.exists():
+        command(["fitnet.baseline", f"data={data}", f"limit={limit}", f"output={path}"],
+                out / f"imfit-{name}.log")  # fmt: skip
+    return Table.read(path)
+
+
+def scores(table: Table, truth: dict, rows=None) -> dict:
+    """Per label and S/N bin: N, scatter, bias, outliers, scatter/CRB, 68% coverage."""
+    from fitnet.metrics import report
+
+    n = len(table)
+    rows = np.arange(n) if rows is None else rows
+    good = np.zeros(n, dtype=bool)
+    good[rows] = True
+    if "flag" in table.colnames:
+        good &= np.asarray(table["flag"]) == 0
+    pred = {k: np.asarray(table[k], dtype=float)[good] for k in LABELS}
+    true = {k: truth[k][:n][good] for k in LABELS}
+    sigma = {k: np.asarray(table[f"{k}_err"], dtype=float)[good] for k in LABELS
+             if f"{k}_err" in table.colnames}  # fmt: skip
+    transforms = {"mag": "identity", "n": "log", "re": "log", "q": "identity"}
+    crb = {k: truth[f"crb_{k}"][:n][good] for k in LABELS}
+    out = report(pred, true, truth["mag"][:n][good], truth["snr"][:n][good], [0, 99],
+                 SNR_BINS, sigma or None, transforms, crb)  # fmt: skip
+    out["flagged"] = float(1 - good[rows].mean())
+    return out
+
+
+def native(out: Path, ckpt: str, data: Path) -> dict:
+    """``fitnet.evaluate`` on the generalist's own test split (every PSF family), and the 68%
+    coverage and scatter per PSF family of its flag-0 rows."""
+    from fitnet.labels import spec_error
+    from fitnet.metrics import calibration, standard_scores, summarize
+    from simulate.psf_family import FAMILIES
+
+    folder = out / "native"
+    if not (folder / "metrics.json").exists():
+        command(["fitnet.evaluate", f"ckpt={ckpt}", f"data={data}", f"output_dir={folder}",
+                 "progress=false", "mag_bins=[16,18,20,22,24,26]"], out / "evaluate-native.log")  # fmt: skip
+    table = Table.read(folder / "predictions.csv")
+    with h5py.File(data) as f:
+        family = f["params/psf_family"][()]
+    good = np.asarray(table["flag"]) == 0
+    transforms = {"mag": "identity", "n": "log", "re": "log", "q": "identity"}
+    per_family = {}
+    for code, name in enumerate(FAMILIES):
+        rows = good & (family == code)
+        per_family[name] = {
+            k: {**summarize(spec_error(k, np.asarray(table[k])[rows], np.asarray(table[f"true_{k}"])[rows])),
+                **calibration(standard_scores(k, np.asarray(table[k])[rows], np.asarray(table[f"true_{k}"])[rows],
+                                              np.asarray(table[f"{k}_err"])[rows], transforms[k]))}
+            for k in LABELS
+        }  # fmt: skip
+    return {"metrics": json.loads((folder / "metrics.json").read_text()), "per_family": per_family}
+
+
+def truth_of(data: Path) -> dict:
+    with h5py.File(data) as f:
+        return {k: f["params"][k][()] for k in (*LABELS, "snr", *[f"crb_{k}" for k in LABELS])}
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for name, models in results.items():
+        lines += [f"## {name}", "", "| model | S/N | N | " + " | ".join(
+            f"{k} scatter (x CRB, in 68%)" for k in LABELS) + " |",
+            "| --- | --- | --- |" + " --- |" * len(LABELS)]  # fmt: skip
+        for model, rep in models.items():
+            for b in range(len(SNR_BINS) - 1):
+                row = rep["mag"]["snr_bins"][b]
+                if not row["count"]:
+                    continue
+                cells = []
+                for k in LABELS:
+                    r = rep[k]["snr_bins"][b]
+                    cover = f", {100 * r['cover68']:.0f}%" if "cover68" in r else ""
+                    cells.append(f"{r['scatter']:.3f} ({r['scatter_over_crb']:.2f}x{cover})")
+                lines.append(f"| {model} | {row['lo']:g}-{row['hi']:g} | {row['count']} | "
+                             + " | ".join(cells) + " |")  # fmt: skip
+            lines.append(
+                f"| {model} | flagged | {100 * rep['flagged']:.1f}% |" + " |" * len(LABELS)
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="the generalist checkpoint")
+    parser.add_argument("--specialist", default="candels_h", help="ckpt= of the specialist")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--galaxies", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--imfit", type=int, default=0, help="pyimfit on the first N test stamps")
+    parser.add_argument("--only", nargs="*", default=list(INSTRUMENTS))
+    parser.add_argument("--native", type=Path, help="the generalist's own test split (test.h5)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    if args.native is not None:
+        own = native(args.out, args.ckpt, args.native)
+        (args.out / "native.json").write_text(json.dumps(own, indent=1))
+        for name, labels in own["per_family"].items():
+            print(
+                name,
+                {k: (round(v["scatter"], 4), round(v["cover68"], 3)) for k, v in labels.items()},
+            )
+    for name in args.only:
+        data = simulate(args.out, name, args)
+        truth = truth_of(data)
+        scale, zp = write_psf(data, args.out / f"{name}-psf.fits")
+        table = predict(args.out, name, data, args.ckpt, args.out / f"{name}-psf.fits", scale, zp)
+        results[name] = {"generalist": scores(table, truth)}
+        if name == "candels_h":
+            specialist = predict(args.out, name, data, args.specialist, None, None, None)
+            results[name]["specialist"] = scores(specialist, truth)
+        fitted = imfit(args.out, name, data, args.imfit)
+        if fitted is not None:
+            rows = np.arange(len(fitted))
+            results[name]["pyimfit"] = scores(fitted, truth)
+            results[name][f"generalist (first {len(rows)})"] = scores(table, truth, rows)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
