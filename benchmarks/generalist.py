@@ -9,7 +9,8 @@ sampling, as a survey gives it), and the generalist predicts the stamps through
 
 - ``candels_h``, the default instrument, where the shipped specialist predicts the same stamps;
 - ``ground``: a Kolmogorov PSF of 0.8" FWHM at 0.2"/px (4 px), SDSS-like depth;
-- ``space``: an obscured Airy (lambda 1.6 um, D 2.0 m, obscuration 0.3) at 0.1"/px (1.7 px);
+- ``space``: an obscured Airy (lambda 1.6 um, D 2.0 m, obscuration 0.3) with a 0.04" Gaussian
+  jitter at 0.1"/px (about 1.8 px);
 - ``hsc_i``: the HSC-Wide i preset, held out of the generalist's training PSFs.
 
 Per instrument and S/N bin (the noiseless matched-filter S/N): scatter, bias and outliers per
@@ -40,10 +41,10 @@ INSTRUMENTS = {
                "instrument.psf._target_=galsim.Kolmogorov", "instrument.psf.fwhm=0.8",
                "prior=default", "prior.re.min=0.2", "prior.re.max=4.0", "prior.mag.min=15",
                "prior.mag.max=21"],
-    "space": ["instrument.name=space", "instrument.pixel_scale=0.1", "~instrument.psf.beta",
-              "~instrument.psf.fwhm", "instrument.psf._target_=galsim.Airy", "+instrument.psf.lam=1600",
-              "+instrument.psf.diam=2.0", "+instrument.psf.obscuration=0.3",
-              "+instrument.psf.scale_unit=arcsec", "prior.re.min=0.1", "prior.re.max=3.0"],
+    "space": ["instrument.name=space", "instrument.pixel_scale=0.1", "~instrument.psf",
+              "+instrument.psf={_target_:galsim.Convolve,_args_:[{_target_:galsim.Airy,lam:1600,"
+              "diam:2.0,obscuration:0.3,scale_unit:arcsec},{_target_:galsim.Gaussian,fwhm:0.04}]}",
+              "prior.re.min=0.1", "prior.re.max=3.0"],
     "hsc_i": ["instrument=hsc_i"],
 }  # fmt: skip
 
@@ -146,6 +147,66 @@ def native(out: Path, ckpt: str, data: Path) -> dict:
     return {"metrics": json.loads((folder / "metrics.json").read_text()), "per_family": per_family}
 
 
+def shuffled_psfs(out: Path, ckpt: str, data: Path, seed: int) -> dict:
+    """What the PSF input buys: the native test split with every stamp given another stamp's
+    PSF (a random permutation of /psf), through ``fitnet.evaluate``."""
+    import shutil
+
+    copy, folder = out / "shuffled-psf.h5", out / "native-shuffled"
+    if not (folder / "metrics.json").exists():
+        shutil.copy(data, copy)
+        with h5py.File(copy, "r+") as f:
+            f["psf"][...] = f["psf"][()][np.random.default_rng(seed).permutation(len(f["psf"]))]
+        command(["fitnet.evaluate", f"ckpt={ckpt}", f"data={copy}", f"output_dir={folder}",
+                 "progress=false", "mag_bins=[16,18,20,22,24,26]"], out / "evaluate-shuffled.log")  # fmt: skip
+        copy.unlink()
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def large_galaxies(out: Path, ckpt: str, count: int, seed: int) -> dict:
+    """Galaxies too large for the stamp (re 40-80 px, in 384 px cutouts at 0.1"/px, a Moffat PSF
+    of 6 px FWHM, S/N of hundreds), drawn with GalSim: the generalist bins them 3 x 3 with their
+    PSF; its re, n and q errors and flags."""
+    import galsim
+
+    from fitnet.labels import spec_error
+    from fitnet.metrics import summarize
+
+    folder = out / "large"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    psf = galsim.Moffat(beta=3.0, fwhm=0.6)
+    truth = {k: [] for k in ("re", "n", "q")}
+    for k in range(count):
+        re_px, n, q = (
+            np.exp(rng.uniform(np.log(40), np.log(80))),
+            rng.uniform(0.5, 4),
+            rng.uniform(0.3, 1),
+        )
+        gal = galsim.Sersic(n=n, half_light_radius=0.1 * re_px * np.sqrt(q), flux=3e4).shear(
+            q=q, beta=rng.uniform(0, np.pi) * galsim.radians)  # fmt: skip
+        image = galsim.Convolve(gal, psf).drawImage(nx=384, ny=384, scale=0.1).array
+        image += rng.normal(0.0, 0.5, image.shape)
+        fits.writeto(folder / f"g{k:03d}.fits", image.astype(np.float32),
+                     fits.Header({"PIXSCALE": 0.1}), overwrite=True)  # fmt: skip
+        for name, value in (("re", 0.1 * re_px), ("n", n), ("q", q)):
+            truth[name].append(value)
+    psf_path = out / "large-psf.fits"
+    image = psf.drawImage(nx=41, ny=41, scale=0.1).array
+    fits.writeto(psf_path, (image / image.sum()).astype(np.float32), overwrite=True)
+    path = out / "large.ecsv"
+    command(["fitnet.predict", f"ckpt={ckpt}", f"input={folder}", f"psf={psf_path}",
+             f"output={path}", "progress=false"], out / "predict-large.log")  # fmt: skip
+    table = Table.read(path)
+    good = np.asarray(table["flag"]) == 0
+    result = {"count": count, "flagged": float(1 - good.mean()),
+              "bin_factors": sorted(set(int(b) for b in table["bin_factor"]))}  # fmt: skip
+    for name in ("re", "n", "q"):
+        errors = spec_error(name, np.asarray(table[name])[good], np.asarray(truth[name])[good])
+        result[name] = summarize(errors)
+    return result
+
+
 def truth_of(data: Path) -> dict:
     with h5py.File(data) as f:
         return {k: f["params"][k][()] for k in (*LABELS, "snr", *[f"crb_{k}" for k in LABELS])}
@@ -192,6 +253,9 @@ def main() -> None:
     results = {}
     if args.native is not None:
         own = native(args.out, args.ckpt, args.native)
+        own["shuffled_psf"] = shuffled_psfs(args.out, args.ckpt, args.native, args.seed)
+        own["large"] = large_galaxies(args.out, args.ckpt, 40, args.seed)
+        print("large", own["large"])
         (args.out / "native.json").write_text(json.dumps(own, indent=1))
         for name, labels in own["per_family"].items():
             print(
