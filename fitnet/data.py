@@ -281,6 +281,25 @@ class Batches:
         self.images, self.labels = images, labels  # tensors, or None when streaming
         self.dataset, self.num_workers = dataset, num_workers
         self.batch_size, self.device, self.noise = batch_size, device, noise
+        self.rank, self.ranks = 0, 1  # a DDP rank's share of every batch (``shard``)
+
+    def subset(self, rows: np.ndarray) -> Batches:
+        """These batches restricted to ``rows`` (a fold of k-fold cross-validation)."""
+        if self.dataset is None:
+            index = torch.as_tensor(rows, device=self.images.device)
+            return Batches(self.images[index], self.labels[index], self.batch_size, self.device,
+                           noise=self.noise)  # fmt: skip
+        dataset = torch.utils.data.Subset(self.dataset, [int(r) for r in rows])
+        return Batches(None, None, self.batch_size, self.device, dataset, self.num_workers,
+                       self.noise)  # fmt: skip
+
+    def shard(self, rank: int, ranks: int) -> Batches:
+        """Yield only rank ``rank`` of ``ranks``'s share of each (global) batch: its every
+        ``ranks``-th stamp. Every rank draws the same permutation, so the shares are disjoint and
+        together are the one-process batch; the last ``len % ranks`` stamps of each permutation
+        are left out, so that every rank takes the same number of steps."""
+        self.rank, self.ranks = rank, ranks
+        return self
 
     @property
     def fresh_noise(self) -> bool:
@@ -288,21 +307,26 @@ class Batches:
 
     def __len__(self) -> int:
         n = len(self.labels) if self.dataset is None else len(self.dataset)
-        return math.ceil(n / self.batch_size)
+        return math.ceil((n - n % self.ranks) / self.batch_size)
 
     def iterate(self, generator: torch.Generator | None):
         """Yield (images, labels) on the device; shuffled when ``generator`` is given."""
         n = len(self.labels) if self.dataset is None else len(self.dataset)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        if self.ranks > 1:  # each global batch's stamps rank, rank + ranks, ...
+            order = order[: n - n % self.ranks]
+            order = torch.cat([order[s : s + self.batch_size][self.rank :: self.ranks]
+                               for s in range(0, len(order), self.batch_size)])  # fmt: skip
+        size = self.batch_size // self.ranks
         noise = self.noise or (lambda x: x)
         if self.dataset is None:
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size].to(self.images.device)
+            for start in range(0, len(order), size):
+                idx = order[start : start + size].to(self.images.device)
                 yield noise(self.images[idx]), self.labels[idx]
             return
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
+            batch_size=size,
             sampler=order.tolist(),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -312,12 +336,18 @@ class Batches:
             yield noise(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
 
 
-def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def dihedral(
+    images: torch.Tensor, generator: torch.Generator, rank: int = 0, ranks: int = 1
+) -> torch.Tensor:
     """Each image flipped and rotated by one of the 8 symmetries of the square, at random.
 
-    The labels mag, n, re and q are invariant; pa would change, and is not a target.
+    The labels mag, n, re and q are invariant; pa would change, and is not a target. With
+    ``ranks`` > 1, ``images`` are rank ``rank``'s share of a global batch (``Batches.shard``):
+    the draws are made for the whole batch and the share's taken, so that every rank's
+    generator stays in step and the global batch is augmented as in one process.
     """
-    code = torch.randint(0, 8, (images.shape[0],), generator=generator).to(images.device)
+    code = torch.randint(0, 8, (images.shape[0] * ranks,), generator=generator)[rank::ranks]
+    code = code.to(images.device)
     out = images
     flip_x = (code & 1).bool().view(-1, 1, 1, 1)
     out = torch.where(flip_x, out.flip(-1), out)

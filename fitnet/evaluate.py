@@ -55,7 +55,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
+    predictor = Predictor(
+        checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble
+    )
     # The shipped model was trained on folders a user does not have: it uses this install's
     # default data set instead (data/sersic, what `python -m simulate` writes).
     shipped_dir = None if cfg.ckpt else cfg.paths.data_dir

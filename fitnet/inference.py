@@ -45,12 +45,16 @@ class Predictor:
     """One checkpoint, or several single- or multi-target checkpoints combined.
 
     Every label must come from exactly one checkpoint; all must expect the same stamp size and
-    have been trained on the same pixel scale.
+    have been trained on the same pixel scale. With ``ensemble``, the checkpoints are instead
+    models of the same labels and instrument (the folds of ``cv.folds``, or several seeds):
+    each label is their mean, and its sigma the members' rms sigma and their spread (standard
+    deviation) added in quadrature, the variance of the members' mixture.
     """
 
     def __init__(
-        self, ckpts: str | Path | Iterable[str | Path], device: torch.device, amp: bool = False
-    ):
+        self, ckpts: str | Path | Iterable[str | Path], device: torch.device, amp: bool = False,
+        ensemble: bool = False,
+    ):  # fmt: skip
         paths = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
         if not paths:
             raise checkpoint.CheckpointError(
@@ -58,6 +62,11 @@ class Predictor:
             )
         self.device = device
         self.amp = amp  # bfloat16 autocast of the forward pass
+        self.ensemble = ensemble
+        if ensemble and len(paths) < 2:
+            raise checkpoint.CheckpointError(
+                f"ensemble=true needs two or more checkpoints (ckpt=[a.pt,b.pt,...]), got {len(paths)}"
+            )
         self.members = []  # (model, scaler, norm, loss, path)
         self.payloads: list[dict] = []  # the checkpoint dicts (history, config, instrument)
         self.labels: list[str] = []
@@ -65,13 +74,15 @@ class Predictor:
         for path in paths:
             model, scaler, norm, payload = checkpoint.load_model(path, device)
             model = model.to(memory_format=torch.channels_last)  # 1.7x faster convolutions on CPU
-            for name in scaler.names:
+            if ensemble and self.members:
+                check_ensemble_member(self.payloads[0], payload, paths[0], path)
+            for name in scaler.names if not (ensemble and self.members) else []:
                 if name in self.labels:
                     raise checkpoint.CheckpointError(
                         f"label {name!r} is predicted by two checkpoints (second: {path})"
                     )
                 self.labels.append(name)
-                self.has_sigma[name] = payload["loss"] == "gaussian_nll"
+                self.has_sigma[name] = ensemble or payload["loss"] == "gaussian_nll"
             self.members.append((model, scaler, norm, payload["loss"], str(path)))
             self.payloads.append(payload)
             if len(self.members) == 1:
@@ -160,6 +171,7 @@ class Predictor:
                 if self.needs_psf
                 else None
             )
+            each = []
             for model, scaler, norm, loss, _ in self.members:
                 x = norm(x_raw) if psf is None else torch.cat([norm(x_raw), psf], 1)
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -167,11 +179,16 @@ class Predictor:
                 mu, log_sigma = split_output(out, loss)
                 sigma_z = None if log_sigma is None else log_sigma.exp().cpu().numpy()
                 pred, sigma = scaler.decode(mu.cpu().numpy(), sigma_z)
+                values, sigmas = {}, {}
                 for j, name in enumerate(scaler.names):
                     values[name] = pred[:, j]
                     if sigma is not None:
                         sigmas[name] = sigma[:, j]
-        return values, sigmas
+                each.append((values, sigmas))
+        if self.ensemble:
+            return combine_ensemble(each)
+        return ({k: v for values, _ in each for k, v in values.items()},
+                {k: v for _, sigmas in each for k, v in sigmas.items()})  # fmt: skip
 
     def columns(self) -> list[str]:
         cols = []
@@ -180,6 +197,36 @@ class Predictor:
             if self.has_sigma[name]:
                 cols.append(f"{name}_err")
         return cols
+
+
+def check_ensemble_member(first: dict, other: dict, first_path, path) -> None:
+    """Members of an ensemble predict the same labels of the same instrument."""
+    if other["targets"] != first["targets"]:
+        raise checkpoint.CheckpointError(
+            f"ensemble=true: {path} predicts {other['targets']}, {first_path} {first['targets']}; "
+            "an ensemble averages models of the same labels"
+        )
+    for key in checkpoint.INSTRUMENT_ATTRS:
+        a, b = first["instrument"].get(key), other["instrument"].get(key)
+        if a != b:
+            raise checkpoint.CheckpointError(
+                f"ensemble=true: {path} was trained with {key}={b}, {first_path} with {a}; an "
+                "ensemble averages models of the same instrument"
+            )
+
+
+def combine_ensemble(each: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """The members' (values, sigmas) as one: per label the mean, and the square root of the mean
+    variance plus the variance of the means (members without sigmas add only the spread)."""
+    values, sigmas = {}, {}
+    for name in each[0][0]:
+        means = np.stack([v[name] for v, _ in each])
+        values[name] = means.mean(0)
+        variance = means.var(0)
+        if all(name in s for _, s in each):
+            variance = variance + np.mean([s[name] ** 2 for _, s in each], axis=0)
+        sigmas[name] = np.sqrt(variance)
+    return values, sigmas
 
 
 def batched(stamps: Iterable[Stamp], batch_size: int) -> Iterator[list[Stamp]]:

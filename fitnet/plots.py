@@ -36,6 +36,30 @@ def plot_history(history: list[dict], png: Path) -> Path | None:
     return save_figure(fig, png, dpi=100)
 
 
+def plot_folds(histories: list[list[dict]], png: Path) -> Path:
+    """The loss curves of k folds (thin lines) with their mean and +-1 standard deviation per
+    epoch (over the folds that reached it), training and validation, to ``png``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for key, colour, name in (("train_loss", "C0", "train"), ("val_loss", "C1", "validation")):
+        epochs = sorted({row["epoch"] for h in histories for row in h})
+        per_epoch = [
+            [row[key] for h in histories for row in h if row["epoch"] == e] for e in epochs
+        ]
+        mean = np.array([np.mean(v) for v in per_epoch])
+        std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_epoch])
+        for h in histories:
+            ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=colour, lw=0.6, alpha=0.4)
+        ax.plot(epochs, mean, "o-", color=colour, label=f"{name}: mean of {len(histories)} folds")
+        ax.fill_between(
+            epochs, mean - std, mean + std, color=colour, alpha=0.2, label=f"{name}: +-1 std"
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (standardised labels)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, png, dpi=100)
+
+
 LOG_AXIS = {"re": True, "n": True, "mag": False, "q": False}
 AXIS_LABEL = {"mag": "mag (AB)", "n": "Sersic n", "re": "re (arcsec, semi-major)", "q": "q = b/a"}
 

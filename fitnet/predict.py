@@ -10,31 +10,105 @@ Without ``ckpt`` the shipped pretrained model is used. ``ckpt=generalist`` measu
 any instrument given their PSF (``psf=psf.fits``, ``pixel_scale=``, ``zero_point=``;
 ``fitnet.generalist``).
 
+With ``output=`` a folder (``cats/``), every input of a list or glob gets its own catalogue
+there, named after it; ``shards=K shard=i`` measures only every K-th input (a job of a
+multirun or a cluster array), inputs whose catalogue exists are skipped, and
+``python -m fitnet.merge input=cats/ output=all.fits`` joins the catalogues.
+
 Example: python -m fitnet.predict input=cutouts/ output=catalogue.csv pixel_scale=0.06
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .generalist import generalist_catalogue
 from .inference import Predictor, catalogue, write_table
 from .runtime import UserError, as_list, checkpoint_paths, command, positive, resolve_device
-from .survey import open_mosaics, read_sources, survey_catalogue
+from .survey import expand, open_mosaics, read_sources, survey_catalogue
 
 log = logging.getLogger(__name__)
 
 
+#: the options that name one file per input in a folder run (``output=`` a folder)
+PER_INPUT = ("catalog", "weight", "rms", "mask", "segmap")
+MANIFEST = "inputs.json"  # in a folder run's output folder: every input and its catalogue
+
+
 def run(cfg: DictConfig):
-    """Predict every image of ``cfg.input`` and write the catalogue(s); return the table."""
+    """Predict every image of ``cfg.input`` and write the catalogue(s); return the table (in a
+    folder run, the list of catalogues written by this job)."""
+    if folder_output(cfg.output):
+        return run_per_input(cfg)
+    if cfg.shard is not None:
+        raise UserError(f"shard={cfg.shard} is for output= a folder (one catalogue per input)")
+    return predict_once(cfg)
+
+
+def folder_output(output) -> bool:
+    """``output=`` is a folder (``cats/``, or an existing directory): one catalogue per input."""
+    return isinstance(output, str) and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+
+
+def per_input_jobs(cfg: DictConfig) -> list[dict]:
+    """Every input of a folder run, with its own map and catalogue files and its output."""
+    inputs = expand(cfg.input)
+    folder, suffix = Path(cfg.output), "." + cfg.catalogue_format.lstrip(".")
+    files = {}
+    for key in PER_INPUT:
+        if cfg[key] is not None:
+            files[key] = expand(cfg[key])
+            if len(files[key]) != len(inputs):
+                raise UserError(
+                    f"{key}= names {len(files[key])} file(s) for {len(inputs)} input(s): with "
+                    "output= a folder, give one per input, in the same order"
+                )
+    names = [Path(p).name.split(".")[0] for p in inputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"inputs share the name {twice[0]!r}: each catalogue in {folder} is "
+                        "named after its input; give inputs of distinct names")  # fmt: skip
+    return [{"input": str(p), "output": str(folder / f"{n}{suffix}"),
+             **{k: v[i] for k, v in files.items()}} for i, (p, n) in enumerate(zip(inputs, names, strict=True))]  # fmt: skip
+
+
+def run_per_input(cfg: DictConfig) -> list[str]:
+    """One catalogue per input of this job's share (``shard`` of ``shards``); a manifest of all."""
+    if cfg.shards < 1 or (cfg.shard is not None and not 0 <= cfg.shard < cfg.shards):
+        raise UserError(f"shard={cfg.shard}, shards={cfg.shards} is not allowed: shards >= 1 and "
+                        "shard in [0, shards) (or null)")  # fmt: skip
+    jobs = per_input_jobs(cfg)
+    folder = Path(cfg.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{MANIFEST}.{os.getpid()}.partial"  # jobs may start together
+    tmp.write_text(json.dumps({"inputs": jobs}, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+    mine = jobs if cfg.shard is None else jobs[cfg.shard :: cfg.shards]
+    written = []
+    for job in mine:
+        if Path(job["output"]).exists():
+            log.info("%s exists: %s not measured again", job["output"], job["input"])
+            continue
+        predict_once(OmegaConf.merge(cfg, job))
+        written.append(job["output"])
+    log.info("%d of %d inputs measured by this job (%d of them already done); catalogues in %s",
+             len(mine), len(jobs), len(mine) - len(written), folder)  # fmt: skip
+    return written
+
+
+def predict_once(cfg: DictConfig):
+    """Predict every image of ``cfg.input`` into the catalogue(s) ``cfg.output``."""
     outputs = as_list(cfg.output)
     input_scale = positive("input_scale", cfg.input_scale)
     pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
-    predictor = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp)
+    predictor = cached_predictor(cfg)
     start = time.perf_counter()
     if predictor.needs_psf or cfg.get("psf") is not None:  # the PSF-conditioned generalist
         table = predict_with_psf(cfg, predictor, pixel_scale)
@@ -86,6 +160,19 @@ def run(cfg: DictConfig):
         ", ".join(map(str, outputs)),
     )
     return table
+
+
+def cached_predictor(cfg: DictConfig) -> Predictor:
+    """The predictor of ``cfg`` (loaded once per process: a folder run measures many inputs)."""
+    key = (str(checkpoint_paths(cfg.ckpt)), cfg.device, cfg.amp, cfg.ensemble)
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device),
+                                     cfg.amp, cfg.ensemble)  # fmt: skip
+    return _PREDICTORS[key]
+
+
+_PREDICTORS: dict = {}
 
 
 def predict_with_psf(cfg: DictConfig, predictor: Predictor, pixel_scale):

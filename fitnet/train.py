@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from simulate.io import atomic_path
 
-from . import checkpoint
+from . import checkpoint, crossval, distributed
 from .caching import frozen_batches
 from .checkpoint import split_output
 from .compute import autocast, memory_layout
@@ -91,6 +91,7 @@ def validate(cfg: DictConfig) -> list[str]:
             f"early_stopping_patience={cfg.early_stopping_patience} must be >= 0"
         )
     positive("max_minutes", cfg.max_minutes, allow_null=True)
+    crossval.check(cfg.cv)
     resolve_device(cfg.device)
     return targets
 
@@ -209,6 +210,7 @@ class Run:
     val_true: dict
     val_z: np.ndarray  # the validation labels, standardised (for the sigma calibration)
     augment: bool
+    world: distributed.World = distributed.World()
     history: list = field(default_factory=list)
     best: float = math.inf
     since_best: int = 0
@@ -218,11 +220,15 @@ class Run:
 def setup(cfg: DictConfig, output_dir: Path) -> Run:
     """Check the options and data, and build the model, optimiser and batches of a run."""
     targets = validate(cfg)
-    device = resolve_device(cfg.device)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    world, device = distributed.init(resolve_device(cfg.device))
+    distributed.check_batch_size(cfg.batch_size, world)
+    output_dir = distributed.from_main(world, output_dir)  # rank 0's folder (a Hydra run's differ)
+    if world.main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     # data_dir: a folder, or a list of folders whose splits are used one after the other
     paths = {split: split_paths(cfg.data_dir, split) for split in ("train", "val")}
     attrs = {split: describe_splits(paths[split], targets) for split in paths}
+    distributed.same_everywhere(world, _data_identity(paths, attrs), "data files")
     check_matching(paths["train"][0], attrs["train"], paths["val"][0], attrs["val"])
     stamp_size = attrs["train"]["stamp_size"]
     start = starting_point(cfg, targets, paths["train"], attrs["train"], stamp_size)
@@ -230,7 +236,7 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     noise = fresh_noise(cfg, paths["train"][0], attrs["train"])
-    noise_generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    noise_generator = torch.Generator(device=device).manual_seed(cfg.seed + world.rank)
     num_outputs = len(targets) * checkpoint.outputs_per_label(cfg.loss)
     chans = input_channels(start.model_cfg)  # 2: the stamp and its PSF (PSFConditioned)
     if chans == 2:
@@ -247,17 +253,18 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     load_weights(model, start, cfg)
     step_model = torch.compile(model) if cfg.compile else model
 
-    def batches_of(split: str, noise_generator: torch.Generator, files=None) -> Batches:
-        """Batches of ``split`` (or of its ``files`` only); the training split with fresh noise
-        from ``noise_generator``."""
-        fresh = noise if split == "train" else None  # validation keeps its stored noise
+    def batches_of(split: str, noise_generator, files=None, training=None) -> Batches:
+        """Batches of ``split`` (or of its ``files`` only); for training (the training split,
+        unless ``training`` says otherwise) with fresh noise from ``noise_generator``."""
+        training = split == "train" if training is None else training
+        fresh = noise if training else None  # validation keeps its stored noise
         files = paths[split] if files is None else files
         return make_batches(
             files,
             attrs[split] if files == paths[split] else describe_splits(files),
             start.norm,
             start.scaler,
-            cfg.batch_size if split == "train" else cfg.data.eval_batch_size,
+            cfg.batch_size if training else cfg.data.eval_batch_size,
             device,
             cfg.data,
             fresh,
@@ -265,17 +272,31 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
             psf=chans == 2,
         )
 
-    augment = cfg.augment
-    if cfg.cache_frozen and getattr(model, "freeze_network", False):
+    augment, frozen = cfg.augment, cfg.cache_frozen and getattr(model, "freeze_network", False)
+    fold = None
+    if cfg.cv.folds:
+        if frozen:
+            raise TrainConfigError("cv.folds is not for a refiner on a cached frozen network: "
+                                   "give cache_frozen=false")  # fmt: skip
+        fold = crossval.fold_rows(cfg.cv.fold, cfg.cv.folds, attrs["train"]["n_images"])
+    if frozen:
         train_batches, val_batches = frozen_batches(
             model, start.model_cfg, start.scaler, paths, batches_of, cfg, device
         )
         step_model, augment = FrozenRefinerHead(model), False
+    elif fold is not None:  # validation on the held-out fold of the training split
+        train_batches = batches_of("train", noise_generator).subset(fold.train)
+        val_batches = batches_of("train", noise_generator, training=False).subset(fold.held)
     else:
         train_batches = batches_of("train", noise_generator)
         val_batches = batches_of("val", noise_generator)
-    val_true = read_labels(paths["val"], targets)
+    if fold is None:
+        val_true = read_labels(paths["val"], targets)
+    else:
+        val_true = {k: v[fold.held] for k, v in read_labels(paths["train"], targets).items()}
     prior = training_prior(paths["train"][0], targets)
+    train_batches.shard(world.rank, world.size)
+    step_model = distributed.wrap(step_model, world, device)
     bounds = None
     if cfg.bounded_head:  # the means cannot leave the prior (models.BoundedOutputs)
         bounds = start.scaler.bounds(prior, positive("head_margin", cfg.head_margin))
@@ -283,15 +304,18 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
     run = Run(
         cfg, targets, device, output_dir, start, stamp_size, attrs["train"], prior, bounds,
         model, step_model, optimizer, scheduler, generator, noise_generator, train_batches,
-        val_batches, val_true, start.scaler.encode(val_true), augment,
+        val_batches, val_true, start.scaler.encode(val_true), augment, world,
     )  # fmt: skip
     if start.kind == "resume":
         restore(run, start.checkpoint)
+    if not world.main:  # only rank 0 speaks
+        log.setLevel(logging.WARNING)
     log.info(
-        "training %s for %s on %s: %d train / %d val stamps of %d px, %d parameters, seed %d -> %s",
+        "training %s for %s on %s%s: %d train / %d val stamps of %d px, %d parameters, seed %d -> %s",
         type(model).__name__,
         targets,
         device,
+        f" x {world.size} DDP processes" if world.distributed else "",
         attrs["train"]["n_images"],
         attrs["val"]["n_images"],
         stamp_size,
@@ -300,6 +324,12 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
         output_dir,
     )
     return run
+
+
+def _data_identity(paths: dict, attrs: dict) -> dict:
+    """What DDP ranks must agree on: each split's files (resolved) and their sizes."""
+    return {split: ([str(p.resolve()) for p in paths[split]], attrs[split]["n_images"])
+            for split in paths}  # fmt: skip
 
 
 def fresh_noise(cfg, path: Path, attrs: dict):
@@ -351,6 +381,8 @@ def restore(run: Run, resumed: dict) -> None:
     run.first_epoch = resumed["epoch"] + 1
     run.history, run.best = resumed["history"], resumed["best_val"]
     run.since_best = resumed["since_best"]
+    if run.world.rank:  # the checkpoint holds rank 0's noise stream; the others draw anew
+        run.noise_generator.manual_seed(run.cfg.seed + run.world.rank + 7919 * run.first_epoch)
     log.info("resuming %s at epoch %d", run.cfg.resume, run.first_epoch)
 
 
@@ -359,8 +391,9 @@ def fit_epoch(run: Run, epoch: int) -> tuple[dict, dict]:
     step. Returns the epoch's row of metrics.csv and the per-label validation metrics."""
     cfg, scaler, t0 = run.cfg, run.start.scaler, time.perf_counter()
     train_loss = _train_epoch(
-        run.step_model, run.optimizer, run.train_batches, run.generator, cfg, epoch, run.augment
-    )
+        run.step_model, run.optimizer, run.train_batches, run.generator, cfg, epoch, run.augment,
+        run.world,
+    )  # fmt: skip
     val_loss, mean, sigma_z = evaluate(run.step_model, run.val_batches, cfg)
     pred, _ = scaler.decode(mean)
     if sigma_z is not None:
@@ -394,6 +427,8 @@ def log_epoch(run: Run, row: dict, metrics: dict) -> None:
     run.history.append(row)
     improved = row["val_loss"] < run.best
     run.best, run.since_best = (row["val_loss"], 0) if improved else (run.best, run.since_best + 1)
+    if not run.world.main:
+        return
     write_csv(run.output_dir / "metrics.csv", run.history)
     state = payload(run, row["epoch"])
     checkpoint.save(run.output_dir / "last.pt", state)
@@ -421,6 +456,7 @@ def payload(run: Run, epoch: int) -> dict:
         "history": run.history,
         "best_val": run.best,
         "since_best": run.since_best,
+        "ddp_processes": run.world.size,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "rng": {
@@ -453,19 +489,46 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     run folder."""
     if output_dir is None:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
-    state, started = setup(cfg, Path(output_dir)), time.monotonic()
-    for epoch in range(state.first_epoch, cfg.epochs + 1):
-        log_epoch(state, *fit_epoch(state, epoch))
-        if cfg.early_stopping_patience and state.since_best >= cfg.early_stopping_patience:
-            log.info("early stopping: no improvement for %d epochs", state.since_best)
-            break
-        if epoch < cfg.epochs and out_of_time(cfg.max_minutes, started, state.history[-1]):
-            log.info("stopping after epoch %d: another would pass max_minutes=%s", epoch,
-                     cfg.max_minutes)  # fmt: skip
-            break
-    plot_history(state.history, state.output_dir / "loss_curve.png")
-    log.info("best validation loss %.4f; checkpoints in %s", state.best, state.output_dir)
+    if cfg.cv.folds:
+        return crossval.run_folds(cfg, Path(output_dir), train_fold)
+    return train_model(cfg, Path(output_dir)).best
+
+
+def train_fold(cfg: DictConfig, output_dir: Path) -> float:
+    """Train fold ``cfg.cv.fold`` into ``output_dir`` and mark it finished."""
+    state = train_model(cfg, output_dir)
+    if state.world.main:
+        crossval.finish_fold(output_dir, state.history)
     return state.best
+
+
+def train_model(cfg: DictConfig, output_dir: Path) -> Run:
+    """Train one model per ``cfg`` into ``output_dir``; return the finished run."""
+    state, started = setup(cfg, output_dir), time.monotonic()
+    try:
+        for epoch in range(state.first_epoch, cfg.epochs + 1):
+            log_epoch(state, *fit_epoch(state, epoch))
+            if distributed.from_main(state.world, stop_reason(state, epoch, started)):
+                break
+    finally:
+        distributed.close(state.world)
+    if state.world.main:
+        plot_history(state.history, state.output_dir / "loss_curve.png")
+    log.info("best validation loss %.4f; checkpoints in %s", state.best, state.output_dir)
+    return state
+
+
+def stop_reason(run: Run, epoch: int, started: float) -> bool:
+    """Whether training stops after ``epoch`` (early stopping, or ``max_minutes``); logged."""
+    cfg = run.cfg
+    if cfg.early_stopping_patience and run.since_best >= cfg.early_stopping_patience:
+        log.info("early stopping: no improvement for %d epochs", run.since_best)
+        return True
+    if epoch < cfg.epochs and out_of_time(cfg.max_minutes, started, run.history[-1]):
+        log.info("stopping after epoch %d: another would pass max_minutes=%s", epoch,
+                 cfg.max_minutes)  # fmt: skip
+        return True
+    return False
 
 
 def out_of_time(max_minutes: float | None, started: float, last_epoch: dict) -> bool:
@@ -500,10 +563,12 @@ def _check_compatible(ckpt: dict, key: str, targets, cfg, stamp_size) -> None:
         )
 
 
-def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.Tensor:
-    """One optimisation step on a batch; returns the loss on the device (no synchronisation)."""
+def train_step(model, optimizer, x, y, cfg, generator, augment: bool, world=None) -> torch.Tensor:
+    """One optimisation step on a batch (a DDP rank's share of one); returns the loss on the
+    device (no synchronisation)."""
+    world = world or distributed.World()
     if augment:
-        x = dihedral(x, generator)
+        x = dihedral(x, generator, world.rank, world.size)
     with autocast(x.device, cfg):
         out = model(memory_layout(x, cfg))
     loss = loss_value(out, y, cfg.loss, cfg.nll_beta)
@@ -513,7 +578,9 @@ def train_step(model, optimizer, x, y, cfg, generator, augment: bool) -> torch.T
     return loss.detach()
 
 
-def _train_epoch(model, optimizer, batches, generator, cfg, epoch, augment: bool) -> float:
+def _train_epoch(model, optimizer, batches, generator, cfg, epoch, augment: bool, world=None):
+    """The epoch's steps; the mean training loss per stamp (over every rank's stamps)."""
+    world = world or distributed.World()
     model.train()
     total, count = torch.zeros((), device=batches.device), 0
     bar = tqdm(
@@ -525,12 +592,15 @@ def _train_epoch(model, optimizer, batches, generator, cfg, epoch, augment: bool
         leave=False,
     )
     for step, (x, y) in enumerate(bar):
-        total += train_step(model, optimizer, x, y, cfg, generator, augment) * len(x)
+        total += train_step(model, optimizer, x, y, cfg, generator, augment, world) * len(x)
         count += len(x)
         if step % SYNC_EVERY == 0:  # .item() waits for the GPU: only now and then
             _check_finite(total.item() / count, epoch)
             bar.set_postfix(loss=f"{total.item() / count:.4f}")
-    return _check_finite(total.item() / count, epoch)
+    total, stamps = distributed.sum_all(
+        world, total, torch.tensor(float(count), device=total.device)
+    )
+    return _check_finite(total.item() / stamps.item(), epoch)
 
 
 def _check_finite(value: float, epoch: int) -> float:

@@ -21,11 +21,14 @@ from .pipeline import run_simulation
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """Where this job writes: ``out_dir``, or in a multirun ``out_dir/<the job's overrides>``.
+    """Where this job writes: ``out_dir``, or in a multirun ``out_dir/<the job's overrides>``
+    (except for shards, which share ``out_dir``).
 
     A multirun that does not sweep ``out_dir`` itself would otherwise write every job's data to
     the same folder.
     """
+    if cfg.get("shard") is not None:  # every shard writes its parts into the one out_dir
+        return Path(cfg.out_dir)
     hc = HydraConfig.get()
     swept = any(o.split("=", 1)[0].lstrip("+~") == "out_dir" for o in hc.overrides.task)
     if hc.mode == RunMode.MULTIRUN and not swept:

@@ -163,6 +163,8 @@ class SimulateConfig:
     seed: int = MISSING
     out_dir: str = MISSING
     workers: int = MISSING
+    shards: int = MISSING
+    shard: int | None = None
     splits: Splits = field(default_factory=Splits)
     bounds: Bounds = field(default_factory=Bounds)
     companions: Companions = field(default_factory=Companions)
@@ -302,6 +304,10 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:
         _fail("montage", merged.montage, "must be >= 0")
+    if merged.shards < 1:
+        _fail("shards", merged.shards, "must be >= 1")
+    if merged.shard is not None and not 0 <= merged.shard < merged.shards:
+        _fail("shard", merged.shard, f"must lie in [0, shards={merged.shards}) (or null)")
     return merged
 
 

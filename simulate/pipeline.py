@@ -12,13 +12,15 @@
 
 Every galaxy depends only on (master seed, global index), so the files are bit-identical for
 any number of workers and after any interruption. Parts of one run could equally be rendered
-by several jobs sharing ``out_dir``.
+by several jobs sharing ``out_dir``: ``shards=K shard=i`` renders every K-th block and stops;
+the same command without ``shard`` renders whatever is missing and assembles.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -339,21 +341,29 @@ def run_simulation(
             f"(digest {existing}, this one {digest}); choose another out_dir or pass overwrite=true"
         )
 
-    part_dir = out_dir / f".parts-{digest}"
-    part_dir.mkdir(parents=True, exist_ok=True)
+    part_dir = parts_folder(cfg, out_dir, digest)
     workers = resolve_workers(cfg.workers)
     log.info(
-        "simulating %d galaxies (train/val/test %s), master seed %d, %d workers -> %s",
+        "simulating %d galaxies (train/val/test %s), master seed %d, %d workers%s -> %s",
         cfg.n,
         {k: v[1] - v[0] for k, v in ranges.items()},
         cfg.seed,
         workers,
+        "" if cfg.shard is None else f", shard {cfg.shard} of {cfg.shards}",
         out_dir,
     )
     start_time = time.perf_counter()
     noise = noise_model(cfg)  # reads a weight map or blank patch once
     rendered = _render_missing_parts(cfg, part_dir, workers, progress, noise)
     render_seconds = time.perf_counter() - start_time
+    if cfg.shard is not None:
+        log.info(
+            "shard %d of %d: rendered %d galaxies in %.1f s into %s; once every shard has run, "
+            "the same command without shard= assembles the splits",
+            cfg.shard, cfg.shards, rendered, render_seconds, part_dir,
+        )  # fmt: skip
+        return {"galaxies": rendered, "seconds": render_seconds, "skipped": False,
+                "rate": rendered / render_seconds if render_seconds > 0 else 0.0, "files": []}  # fmt: skip
     _assemble(cfg, part_dir, out_dir, ranges, digest, noise)
     shutil.rmtree(part_dir)
     if cfg.montage:
@@ -380,22 +390,62 @@ def run_simulation(
     return summary
 
 
+def parts_folder(cfg: DictConfig, out_dir: Path, digest: str) -> Path:
+    """The folder of this configuration's part files, made if needed.
+
+    Refuses parts of another configuration in ``out_dir`` (a shard run with other settings, or
+    an abandoned run: removed with ``overwrite=true``) and, for a shard, parts being rendered
+    with another number of shards.
+    """
+    part_dir = out_dir / f".parts-{digest}"
+    for other in sorted(out_dir.glob(".parts-*")):
+        if other == part_dir:
+            continue
+        if not cfg.overwrite:
+            raise FileExistsError(
+                f"{out_dir} holds the parts of a run with another configuration ({other.name}; "
+                f"this one is .parts-{digest}): give every shard the same settings, or pass "
+                "overwrite=true to remove them"
+            )
+        shutil.rmtree(other)
+    part_dir.mkdir(parents=True, exist_ok=True)
+    manifest = part_dir / "shards.json"
+    if cfg.shard is not None:
+        if manifest.exists():
+            shards = json.loads(manifest.read_text())["shards"]
+            if shards != cfg.shards:
+                raise FileExistsError(
+                    f"shards={cfg.shards} is not allowed: the parts in {part_dir} are being "
+                    f"rendered by shards={shards} jobs; give every shard the same shards="
+                )
+        else:
+            tmp = part_dir / f"shards.json.{os.getpid()}.partial"  # shards may start together
+            tmp.write_text(json.dumps({"shards": cfg.shards}))
+            os.replace(tmp, manifest)
+    return part_dir
+
+
 def _render_missing_parts(
     cfg: DictConfig, part_dir: Path, workers: int, progress: bool, noise: CCDModel
 ) -> int:
     """Render every block whose part file is missing; return the number of galaxies rendered."""
-    plans = []
+    plans, ordinal, share = [], 0, 0
     for window, (start, stop) in enumerate(windows(cfg.n, cfg.render.sort_window)):
         params, blocks = plan_window(cfg, start, stop)
-        todo = [
-            (part_dir, window, b, pos, {k: v[pos] for k, v in params.items()})
-            for b, pos in enumerate(blocks)
-            if not part_paths(part_dir, window, b)[1].exists()
-        ]
+        todo = []
+        for b, pos in enumerate(blocks):
+            # A shard takes every shards-th block (in plan order): an even share of each n.
+            mine = cfg.shard is None or ordinal % cfg.shards == cfg.shard
+            ordinal += 1
+            if not mine:
+                continue
+            share += len(pos)
+            if not part_paths(part_dir, window, b)[1].exists():
+                todo.append((part_dir, window, b, pos, {k: v[pos] for k, v in params.items()}))
         plans.append(todo)
     remaining = sum(len(task[3]) for todo in plans for task in todo)
-    if remaining < cfg.n:
-        log.info("resuming: %d of %d galaxies already rendered", cfg.n - remaining, cfg.n)
+    if remaining < share:
+        log.info("resuming: %d of %d galaxies already rendered", share - remaining, share)
     init_args = (
         OmegaConf.to_container(cfg.instrument, resolve=True),
         OmegaConf.to_container(cfg.render, resolve=True),
