@@ -53,8 +53,9 @@ def init(device: torch.device) -> tuple[World, torch.device]:
     return world, device
 
 
-def close(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+def close() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

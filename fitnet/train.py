@@ -489,9 +489,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     run folder."""
     if output_dir is None:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
-    if cfg.cv.folds:
-        return crossval.run_folds(cfg, Path(output_dir), train_fold)
-    return train_model(cfg, Path(output_dir)).best
+    try:
+        if cfg.cv.folds:
+            return crossval.run_folds(cfg, Path(output_dir), train_fold)
+        return train_model(cfg, Path(output_dir)).best
+    finally:
+        distributed.close()  # the process group (of a torchrun) serves every fold
 
 
 def train_fold(cfg: DictConfig, output_dir: Path) -> float:
@@ -505,13 +508,10 @@ def train_fold(cfg: DictConfig, output_dir: Path) -> float:
 def train_model(cfg: DictConfig, output_dir: Path) -> Run:
     """Train one model per ``cfg`` into ``output_dir``; return the finished run."""
     state, started = setup(cfg, output_dir), time.monotonic()
-    try:
-        for epoch in range(state.first_epoch, cfg.epochs + 1):
-            log_epoch(state, *fit_epoch(state, epoch))
-            if distributed.from_main(state.world, stop_reason(state, epoch, started)):
-                break
-    finally:
-        distributed.close(state.world)
+    for epoch in range(state.first_epoch, cfg.epochs + 1):
+        log_epoch(state, *fit_epoch(state, epoch))
+        if distributed.from_main(state.world, stop_reason(state, epoch, started)):
+            break
     if state.world.main:
         plot_history(state.history, state.output_dir / "loss_curve.png")
     log.info("best validation loss %.4f; checkpoints in %s", state.best, state.output_dir)
