@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from simulate.config import check_shards
+from simulate.io import atomic_path
+
 from .generalist import generalist_catalogue
 from .inference import Predictor, catalogue, write_table
 from .runtime import UserError, as_list, checkpoint_paths, command, positive, resolve_device
@@ -81,34 +84,33 @@ def per_input_jobs(cfg: DictConfig) -> list[dict]:
 
 def run_per_input(cfg: DictConfig) -> list[str]:
     """One catalogue per input of this job's share (``shard`` of ``shards``); a manifest of all."""
-    if cfg.shards < 1 or (cfg.shard is not None and not 0 <= cfg.shard < cfg.shards):
-        raise UserError(f"shard={cfg.shard}, shards={cfg.shards} is not allowed: shards >= 1 and "
-                        "shard in [0, shards) (or null)")  # fmt: skip
+    check_shards(cfg.shards, cfg.shard)
     jobs = per_input_jobs(cfg)
     folder = Path(cfg.output)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{MANIFEST}.{os.getpid()}.partial"  # jobs may start together
-    tmp.write_text(json.dumps({"inputs": jobs}, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    with atomic_path(folder / MANIFEST) as tmp:  # every job writes the same manifest
+        tmp.write_text(json.dumps({"inputs": jobs}, indent=1))
     mine = jobs if cfg.shard is None else jobs[cfg.shard :: cfg.shards]
-    written = []
+    written, predictor = [], None
     for job in mine:
         if Path(job["output"]).exists():
             log.info("%s exists: %s not measured again", job["output"], job["input"])
             continue
-        predict_once(OmegaConf.merge(cfg, job))
+        predictor = predictor or load_predictor(cfg)  # loaded once for all the inputs
+        predict_once(OmegaConf.merge(cfg, job), predictor)
         written.append(job["output"])
     log.info("%d of %d inputs measured by this job (%d of them already done); catalogues in %s",
              len(mine), len(jobs), len(mine) - len(written), folder)  # fmt: skip
     return written
 
 
-def predict_once(cfg: DictConfig):
-    """Predict every image of ``cfg.input`` into the catalogue(s) ``cfg.output``."""
+def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
+    """Predict every image of ``cfg.input`` into the catalogue(s) ``cfg.output``, with
+    ``predictor`` (default: the one ``cfg`` names)."""
     outputs = as_list(cfg.output)
     input_scale = positive("input_scale", cfg.input_scale)
     pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
-    predictor = cached_predictor(cfg)
+    predictor = predictor or load_predictor(cfg)
     start = time.perf_counter()
     if predictor.needs_psf or cfg.get("psf") is not None:  # the PSF-conditioned generalist
         table = predict_with_psf(cfg, predictor, pixel_scale)
@@ -162,17 +164,9 @@ def predict_once(cfg: DictConfig):
     return table
 
 
-def cached_predictor(cfg: DictConfig) -> Predictor:
-    """The predictor of ``cfg`` (loaded once per process: a folder run measures many inputs)."""
-    key = (str(checkpoint_paths(cfg.ckpt)), cfg.device, cfg.amp, cfg.ensemble)
-    if key not in _PREDICTORS:
-        _PREDICTORS.clear()
-        _PREDICTORS[key] = Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device),
-                                     cfg.amp, cfg.ensemble)  # fmt: skip
-    return _PREDICTORS[key]
-
-
-_PREDICTORS: dict = {}
+def load_predictor(cfg: DictConfig) -> Predictor:
+    """The checkpoint(s) ``cfg.ckpt`` on ``cfg.device``."""
+    return Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble)
 
 
 def predict_with_psf(cfg: DictConfig, predictor: Predictor, pixel_scale):

@@ -304,11 +304,17 @@ def validate(cfg: DictConfig) -> DictConfig:
         _fail("workers", merged.workers, "must be >= 0 (0 = all cores)")
     if merged.montage < 0:
         _fail("montage", merged.montage, "must be >= 0")
-    if merged.shards < 1:
-        _fail("shards", merged.shards, "must be >= 1")
-    if merged.shard is not None and not 0 <= merged.shard < merged.shards:
-        _fail("shard", merged.shard, f"must lie in [0, shards={merged.shards}) (or null)")
+    check_shards(merged.shards, merged.shard)
     return merged
+
+
+def check_shards(shards: int, shard: int | None) -> None:
+    """``shards`` >= 1 jobs share a run; ``shard`` (this job's share) is in [0, shards) or None.
+    (``python -m simulate`` and ``python -m fitnet.predict output=<folder>/`` take both.)"""
+    if shards < 1:
+        _fail("shards", shards, "must be >= 1")
+    if shard is not None and not 0 <= shard < shards:
+        _fail("shard", shard, f"must lie in [0, shards={shards}) (or null)")
 
 
 def check_noise(noise) -> None:

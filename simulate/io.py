@@ -101,7 +101,8 @@ def package_version() -> str:
 def atomic_path(path: Path):
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+    # the process id in the name: jobs sharing a folder may write the same file at once
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     tmp.unlink(missing_ok=True)
     try:
         yield tmp

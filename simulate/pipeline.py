@@ -419,9 +419,8 @@ def parts_folder(cfg: DictConfig, out_dir: Path, digest: str) -> Path:
                     f"rendered by shards={shards} jobs; give every shard the same shards="
                 )
         else:
-            tmp = part_dir / f"shards.json.{os.getpid()}.partial"  # shards may start together
-            tmp.write_text(json.dumps({"shards": cfg.shards}))
-            os.replace(tmp, manifest)
+            with atomic_path(manifest) as tmp:
+                tmp.write_text(json.dumps({"shards": cfg.shards}))
     return part_dir
 
 
