@@ -109,7 +109,7 @@ def main():
     )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(
-        f"model {cfg.model._target_}, batch {cfg.batch_size}, targets {targets}, "
+        f"model {cfg.model.name}, batch {cfg.batch_size}, targets {targets}, "
         f"{attrs['n_images']} training stamps of {attrs['stamp_size']} px, torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads"
     )
