@@ -1,6 +1,6 @@
 """Is the ensemble of k cross-validation folds better than one model? Both on one test split.
 
-    python benchmarks/kfold_ensemble.py --out data/kfold --folds 3
+    python benchmarks/kfold_ensemble.py --out data/kfold-adamw --folds 3 --small --galaxies 8000 --epochs 12
 
 1. ``python -m simulate`` a set (``--galaxies``; ``--small`` for 64 px stamps of smaller
    galaxies, four times cheaper to train).
@@ -11,7 +11,7 @@
    folds' ensemble (``ensemble=true``). Printed per label: scatter, outlier fraction and the
    fractions inside the 68% and 95% intervals.
 
-Every model has the same options (``--epochs``, Gaussian NLL); each step is skipped when its
+Every model has the same options (``--epochs``, beta-NLL, AdamW as the shipped model); each step is skipped when its
 output exists. Writes ``results.json`` and ``results.md`` in ``--out``.
 """
 
@@ -62,7 +62,7 @@ def main() -> None:
         command(["simulate", f"n={args.galaxies}", f"seed={args.seed}", f"out_dir={data}",
                  "montage=0", *(SMALL if args.small else [])], out / "simulate.log")  # fmt: skip
     common = ["fitnet.train", f"data_dir={data}", f"epochs={args.epochs}", "loss=gaussian_nll",
-              "nll_beta=0.5", "progress=false"]  # fmt: skip
+              "nll_beta=0.5", "optim=adamw", "progress=false"]  # fmt: skip
     if not (out / "one" / "best.pt").exists():
         command([*common, f"output_dir={out / 'one'}"], out / "train-one.log")
     if not (out / "cv" / "cv_metrics.csv").exists():

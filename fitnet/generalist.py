@@ -31,7 +31,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from simulate.config import ConfigError
-from simulate.psf import image_psf
+from simulate.psf import image_psf, profile_fwhm
 
 from .flags import BITS
 from .inputs import (
@@ -118,7 +118,7 @@ class GeneralistMaker:
         """The PSF input at bin factor ``factor`` and its FWHM in binned pixels."""
         if factor not in self._psfs:
             scale = self.pixel_scale * factor
-            fwhm = float(self.psf.calculateFWHM()) / scale
+            fwhm = profile_fwhm(self.psf) / scale
             self._psfs[factor] = (effective_psf(self.psf, scale, self.psf_size), fwhm)
         return self._psfs[factor]
 

@@ -353,7 +353,8 @@ def psf_fwhm_range(paths: list[Path]) -> list[float]:
             f"{paths[0]} has no /params/psf_fwhm: a PSF-conditioned model needs a PSF per stamp "
             "(python -m simulate instrument=generalist psf_family=generalist)"
         ) from err
-    return [float(fwhm.min()), float(fwhm.max())]
+    # files written before simulate.psf.profile_fwhm may hold a NaN FWHM for a rare PSF
+    return [float(np.nanmin(fwhm)), float(np.nanmax(fwhm))]
 
 
 def load_weights(model, start: Start, cfg) -> None:

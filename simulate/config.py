@@ -401,6 +401,8 @@ def check_psf(instrument) -> None:
     """Build the PSF once, here in the main process, so that a bad class or keyword fails in
     seconds with its name (not in every rendering worker), and check that it is a proper PSF:
     sizes > 0, a positive, finite flux and FWHM."""
+    from .psf import profile_fwhm  # simulate.psf imports this module
+
     for key in instrument.psf:
         if OmegaConf.is_missing(instrument.psf, key):
             _fail(f"instrument.psf.{key}", "???", f"must be given (instrument.psf.{key}=...)")
@@ -411,7 +413,7 @@ def check_psf(instrument) -> None:
             _fail(f"instrument.psf.{key}", value, "must be a size > 0 (arcsec)")
     try:
         psf = instantiate(instrument.psf)
-        fwhm = float(psf.calculateFWHM())
+        fwhm = profile_fwhm(psf)
         flux = float(psf.flux)
     except Exception as err:  # noqa: BLE001 - any failure to build is a config problem
         cause = err.__cause__ or err

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from .priors import LABEL_DESCRIPTIONS, LABEL_UNITS
+from .psf import profile_fwhm
 
 SPLITS = ("train", "val", "test")
 FORMAT_NAME = "sersic-fitnet stamps"
@@ -130,7 +131,7 @@ def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) ->
         "read_noise_e": float(instrument.read_noise),
         "background_rms_e_per_s": float(background_rms),
         "psf": psf_repr(psf),
-        "psf_fwhm_arcsec": float(psf.calculateFWHM()),
+        "psf_fwhm_arcsec": profile_fwhm(psf),
         "image_units": "e-/s per pixel, sky subtracted",
         "image_axes": "image[i, y, x]: y = row, x = column; display with origin='lower'",
         "mag_definition": "m = zero_point - 2.5 log10(F / (e-/s))",

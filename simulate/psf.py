@@ -38,6 +38,19 @@ SCALE_KEYS = ("PIXELSCL", "PIXSCALE", "PIXSCAL1", "SECPIX")
 OVERSAMPLING_KEYS = ("OVERSAMP", "OVERSAMPL", "DET_SAMP")
 
 
+def profile_fwhm(psf: galsim.GSObject) -> float:
+    """FWHM of a GalSim profile, in its own units (arcsec, or pixels for a profile in pixel
+    units), by GalSim's ``calculateFWHM``. That draws the profile, and an obscured Airy can give
+    NaN at the Nyquist scale (about 1 sheared preset PSF in 24,000); the profile is then drawn
+    again at finer scales."""
+    fwhm = float(psf.calculateFWHM())
+    for factor in (0.5, 0.25):
+        if math.isfinite(fwhm):
+            break
+        fwhm = float(psf.calculateFWHM(scale=factor * psf.nyquist_scale))
+    return fwhm
+
+
 def header_scale(header) -> float | None:
     """The pixel scale in arcsec a FITS header gives (a scale keyword or its CD / CDELT in
     degrees), or None."""

@@ -29,6 +29,8 @@ import galsim
 import numpy as np
 from hydra.utils import instantiate
 
+from .psf import profile_fwhm
+
 FAMILIES = ("moffat", "kolmogorov", "airy", "preset")
 PSF_STREAM = 3  # spawn-key suffix of the PSF's own stream (companions use another)
 
@@ -67,13 +69,13 @@ def draw_psf(seed: int, index: int, spec) -> tuple[galsim.GSObject, dict]:
         # GalSim has no FWHM of an obscured Airy: the fraction is of the unobscured one, 1.028 lam/D
         jitter = galsim.Gaussian(fwhm=rng.uniform(*spec.airy_jitter) * 1.028)
         psf = galsim.Convolve(airy, jitter)
-        psf = psf.dilate(fwhm / psf.calculateFWHM())
+        psf = psf.dilate(fwhm / profile_fwhm(psf))
     else:
         columns["psf_preset"] = int(rng.integers(len(spec.presets)))
         psf = preset_psf(spec.presets[columns["psf_preset"]])
     g = rng.uniform(*spec.shear)
     psf = psf.shear(g=g, beta=rng.uniform(0.0, math.pi) * galsim.radians)
-    columns["psf_fwhm"] = float(psf.calculateFWHM())
+    columns["psf_fwhm"] = profile_fwhm(psf)
     columns["psf_g"] = g
     return psf.withFlux(1.0), columns
 
@@ -96,7 +98,7 @@ def psf_image(psf: galsim.GSObject, size: int, fft_size: int = 256) -> np.ndarra
 #: The /params columns of a simulation with a PSF per galaxy: (dtype, units, description).
 PSF_COLUMNS = {
     "psf_family": ("int32", "", "index into " + ", ".join(FAMILIES) + " (simulate.psf_family)"),
-    "psf_fwhm": ("float64", "pixel", "FWHM of the galaxy's PSF (GalSim calculateFWHM)"),
+    "psf_fwhm": ("float64", "pixel", "FWHM of the galaxy's PSF (simulate.psf.profile_fwhm)"),
     "psf_beta": ("float64", "", "Moffat index of a moffat PSF; NaN otherwise"),
     "psf_obscuration": ("float64", "", "obscuration of an airy PSF; NaN otherwise"),
     "psf_preset": ("int32", "", "index into psf_family.presets of a preset PSF; -1 otherwise"),

@@ -4,6 +4,7 @@ with their PSF, the results in the user's units."""
 from __future__ import annotations
 
 import galsim
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -73,6 +74,14 @@ def test_the_checkpoint_records_its_inputs_and_psf_range(generalist_ckpt):
     assert predictor.needs_psf
     lo, hi = predictor.instrument["psf_fwhm_range_px"]
     assert 1.0 < lo < hi < 9.0
+
+
+def test_the_psf_range_ignores_a_nan_fwhm_of_older_files(tmp_path):
+    from fitnet.train import psf_fwhm_range
+
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["params/psf_fwhm"] = [2.0, np.nan, 5.0]
+    assert psf_fwhm_range([tmp_path / "old.h5"]) == [2.0, 5.0]
 
 
 def test_a_psf_model_needs_files_with_a_psf_per_stamp(train_config, tmp_path):

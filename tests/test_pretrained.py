@@ -38,3 +38,12 @@ def test_missing_shipped_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "DEFAULT", tmp_path / "none.pt")
     with pytest.raises(CheckpointError, match=r"no pretrained model at .*none\.pt; pass ckpt=PATH"):
         pretrained.default_checkpoint()
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.SHIPPED))
+def test_every_shipped_model_loads_with_what_prediction_reads(name):
+    ckpt = load(pretrained.shipped_checkpoint(name))
+    assert ckpt["targets"] and "optimizer" not in ckpt
+    if name == "generalist":  # its PSF range flags PSFs it was not trained on
+        lo, hi = ckpt["instrument"]["psf_fwhm_range_px"]
+        assert 1.0 < lo < hi < 10.0

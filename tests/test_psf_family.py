@@ -83,3 +83,10 @@ def test_an_obscured_airy_whose_transform_galsim_misses_is_rendered(sim_config):
     assert np.isfinite(transfer_function(psf, 1.0, 256)).all()
     image = psf_image(psf, 33)
     assert np.isfinite(image).all() and image.argmax() == 33 * 16 + 16
+
+
+def test_a_psf_whose_galsim_fwhm_is_nan_gets_a_finite_one(sim_config):
+    # GalSim's calculateFWHM gives NaN for this galaxy's sheared Euclid VIS preset PSF
+    psf, columns = draw_psf(424242, 6660, sim_config(*GENERALIST).psf_family)
+    assert not np.isfinite(psf.calculateFWHM())
+    assert columns["psf_fwhm"] == pytest.approx(psf.calculateFWHM(scale=0.1), rel=0.05)

@@ -117,6 +117,15 @@ def test_a_weight_map_of_another_shape_is_refused(mosaic, tmp_path):
         predict(mosaic, f"weight={tmp_path / 'small.fits'}")
 
 
+def test_a_weight_map_of_another_wcs_is_refused(mosaic, tmp_path):
+    wcs = sky_wcs()
+    wcs.wcs.crval = [150.1, 2.0]  # the same shape, 6 arcmin away
+    weight = fits.getdata(mosaic / "ivar.fits")
+    fits.PrimaryHDU(weight, wcs.to_header()).writeto(tmp_path / "shifted.fits")
+    with pytest.raises(InputError, match=r"weight=.*shifted\.fits has another WCS than the mosaic"):
+        predict(mosaic, f"weight={tmp_path / 'shifted.fits'}")
+
+
 def test_ra_dec_without_a_wcs_is_refused(mosaic, tmp_path):
     data = fits.getdata(mosaic / "mosaic.fits")
     fits.PrimaryHDU(data).writeto(tmp_path / "nowcs.fits")
