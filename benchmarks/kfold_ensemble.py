@@ -11,8 +11,8 @@
    folds' ensemble (``ensemble=true``). Printed per label: scatter, outlier fraction and the
    fractions inside the 68% and 95% intervals.
 
-Every model has the same options (``--epochs``, beta-NLL, AdamW as the shipped model); each step is skipped when its
-output exists. Writes ``results.json`` and ``results.md`` in ``--out``.
+Every model has the same options (``--epochs``, beta-NLL, AdamW as the shipped model); each
+step is skipped when its output exists. Writes ``results.json`` and ``results.md`` in ``--out``.
 """
 
 from __future__ import annotations

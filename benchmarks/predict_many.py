@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from astropy.table import Table
+
+from fitnet.runtime import compose_packaged
 
 
 def command(args: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
@@ -63,9 +66,10 @@ def split(source: Path, folder: Path, parts: int) -> list[Path]:
     return paths
 
 
-def timed(procs_of, log_dir: Path) -> float:
+def timed(jobs: list[tuple[list[str], Path, int | None]]) -> float:
+    """Seconds from starting every (args, log, threads) job side by side to the last's end."""
     start = time.perf_counter()
-    wait(procs_of(log_dir))
+    wait([command(*job) for job in jobs])
     return time.perf_counter() - start
 
 
@@ -83,8 +87,9 @@ def main() -> None:
     data = out / "data"
     total = args.inputs * args.per_input
     if not (data / "train.h5").exists():
-        # the inputs are cut from the training split, 80% of n
-        wait([command(["simulate", f"n={-(-total * 5 // 4)}", f"seed={args.seed}", f"out_dir={data}",
+        # the inputs are cut from the training split, the fraction splits.train of n
+        train = float(compose_packaged("simulate").splits.train)
+        wait([command(["simulate", f"n={math.ceil(total / train)}", f"seed={args.seed}", f"out_dir={data}",
                        "bounds.splits=[]", "montage=0"],
                       out / "simulate.log")])  # fmt: skip
     inputs = split(data / "train.h5", out, args.inputs)
@@ -93,12 +98,9 @@ def main() -> None:
     for name in ("one", "sharded"):
         for old in (out / name).glob("*"):
             old.unlink()
-    one = timed(
-        lambda d: [command([*common, f"output={out / 'one'}/"], d / "predict-one.log")], out
-    )
-    sharded = timed(lambda d: [command([*common, f"output={out / 'sharded'}/", f"shards={args.jobs}",
-                                        f"shard={k}"], d / f"predict-shard{k}.log", threads=1)
-                               for k in range(args.jobs)], out)  # fmt: skip
+    one = timed([([*common, f"output={out / 'one'}/"], out / "predict-one.log", None)])
+    sharded = timed([([*common, f"output={out / 'sharded'}/", f"shards={args.jobs}", f"shard={k}"],
+                      out / f"predict-shard{k}.log", 1) for k in range(args.jobs)])  # fmt: skip
     merged = {}
     start = time.perf_counter()
     for name in ("one", "sharded"):
