@@ -151,13 +151,12 @@ def main():
 
     if args.fit <= 0:
         return
-    from hydra.utils import instantiate
-
     from fitnet.imfit import fit_sersic, psf_image
+    from simulate.psf_record import build_psf
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         sim = compose("simulate")
-    psf = psf_image(instantiate(sim.instrument.psf), instrument["pixel_scale_arcsec"])
+    psf = psf_image(build_psf(sim.instrument.psf), instrument["pixel_scale_arcsec"])
     with h5py.File(data) as f:
         images = f["images"][: args.fit]
         true = {k: f["params"][k][: args.fit] for k in FIT_LABELS}

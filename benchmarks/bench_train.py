@@ -26,7 +26,6 @@ import h5py
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fitnet.compute import amp_enabled
@@ -40,6 +39,7 @@ from fitnet.data import (
 from fitnet.labels import LabelScaler, parse_targets
 from fitnet.models import build_model
 from fitnet.noise import CCDNoise
+from fitnet.optimizers import make_optimizer
 from fitnet.train import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -124,7 +124,7 @@ def main():
         if cfg.compile:
             model = torch.compile(model)
         model.train()
-        optimizer = instantiate(cfg.optim, model.parameters())
+        optimizer = make_optimizer(cfg.optim, model.parameters())
         name = device.type + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         x = torch.randn(cfg.batch_size, 1, attrs["stamp_size"], attrs["stamp_size"], device=device)
         y = torch.randn(cfg.batch_size, len(targets), device=device)

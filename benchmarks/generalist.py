@@ -67,12 +67,12 @@ def simulate(out: Path, name: str, args) -> Path:
 
 def write_psf(data: Path, path: Path) -> tuple[float, float]:
     """The file's PSF as an effective PSF image at its sampling; (pixel scale, zero point)."""
-    from fitnet.residuals import psf_from_repr
+    from simulate.psf_record import from_record
 
     with h5py.File(data) as f:
         attrs = dict(f.attrs)
     scale = float(attrs["pixel_scale_arcsec"])
-    psf = psf_from_repr(attrs["psf"])
+    psf = from_record(attrs["psf"])
     image = psf.drawImage(nx=41, ny=41, scale=scale).array
     fits.writeto(path, (image / image.sum()).astype(np.float32), overwrite=True)
     return scale, float(attrs["zero_point_mag"])

@@ -39,12 +39,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.special import gamma, gammaincinv
 
 from simulate.io import atomic_path
 from simulate.priors import FIT_LABELS, LABEL_UNITS
+from simulate.psf_record import build_psf
 from simulate.render import flux_from_mag  # the contract's magnitude convention, not a renderer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -75,7 +75,7 @@ _W: dict = {}  # per worker process: instrument, PSF and the imfit PSF image
 
 def _init(instrument: dict) -> None:
     _W["inst"] = instrument
-    _W["psf"] = instantiate(instrument["psf"])
+    _W["psf"] = build_psf(instrument["psf"])
     psf = _W["psf"].drawImage(
         nx=IMFIT_PSF_SIZE, ny=IMFIT_PSF_SIZE, scale=instrument["pixel_scale"], method="no_pixel"
     )

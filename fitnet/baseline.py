@@ -21,14 +21,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 from astropy.table import Table
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from simulate.io import instrument_attrs
 from simulate.noise import background_rms
 from simulate.pipeline import resolve_workers
 from simulate.priors import FIT_LABELS as LABELS
+from simulate.psf_record import PSFRecordError, build_psf, from_record
 from simulate.stamps import placement
 
 from .data import DataError, describe_split
@@ -36,7 +36,6 @@ from .flags import BITS
 from .imfit import fit_sersic, psf_image, require_pyimfit
 from .inference import UNITS, write_table
 from .inputs import hdf5_pixel_scale, scales_differ
-from .residuals import psf_from_repr
 from .runtime import as_list, command
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,19 @@ _STATE: dict = {}
 def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
     """The true PSF image (no pixel) and the instrument attributes for fitting a file in the data layout.
 
-    This project's files carry both (``/config`` and root attributes), and those are used.
-    A file from elsewhere (no ``/config``) is fitted with ``instrument`` (a conf/instrument
-    config), whose pixel scale must match the file's where the file gives one.
+    This project's files carry both (the root attributes, the PSF as a record that is read as
+    data: ``simulate.psf_record``), and those are used; nothing of the file's ``/config`` is
+    built. A file from elsewhere (no ``/config``) is fitted with ``instrument`` (a
+    conf/instrument config), whose pixel scale must match the file's where the file gives one.
     """
     with h5py.File(path, "r") as f:
-        config = OmegaConf.create(f["config"][()].decode()) if "config" in f else None
-    if config is not None:
+        ours = "config" in f
+    if ours:
         attrs = describe_split(path)
-        # the recorded PSF (an image PSF's pixels too), else the config's profile
-        psf = psf_from_repr(attrs.get("psf", "")) or instantiate(config.instrument.psf)
+        try:
+            psf = from_record(attrs.get("psf", ""), f"{path}: root attribute psf")
+        except PSFRecordError as err:
+            raise DataError(str(err)) from None
         return psf_image(psf.withFlux(1.0), attrs["pixel_scale_arcsec"]), attrs
     if instrument is None:
         raise DataError(
@@ -71,7 +73,7 @@ def data_psf_and_instrument(path: Path, instrument: DictConfig | None = None):
             f"{path}: pixel scale {scale:.5g} arcsec/pixel differs from instrument "
             f"{instrument.name}'s {instrument.pixel_scale:.5g}"
         )
-    psf = instantiate(instrument.psf).withFlux(1.0)
+    psf = build_psf(instrument.psf).withFlux(1.0)
     attrs.update(instrument_attrs(instrument, psf, background_rms(instrument)))
     return psf_image(psf, attrs["pixel_scale_arcsec"]), attrs
 

@@ -1,25 +1,33 @@
-"""Checkpoints that carry everything needed to predict or to resume.
+"""Checkpoints that carry everything needed to predict or to resume, as plain data.
 
-A checkpoint is a ``torch.save`` dict with: the model's registered name (``models.MODELS``),
+A checkpoint is a ``torch.save`` dict of tensors, numbers, strings, lists and dicts only, read
+with ``torch.load(weights_only=True)``: opening one never runs code (docs/security.md). It has: the model's registered name (``models.MODELS``),
 config and weights, ``in_chans``, ``num_outputs`` and ``stamp_size`` (pixel); the targets,
 loss and label scaler; the image normalisation; the instrument of the training data (pixel
 scale, zero point, PSF, noise; from the data file's attributes); the training data folders;
 the resolved config; and, for ``resume``, the epoch, optimiser, scheduler and random-number
 states and the metric history.
 
-Checkpoints of format version 1 (``image_size``, ``_target_`` class paths) are read as well:
-``load`` brings them to the current form.
+Checkpoints of format versions 1 and 2 (written before 0.2) are read through ``read_legacy``:
+the same safe loader with an allow-list of the three values those versions pickled besides plain
+data (PyTorch's version string, numpy's scalar and dtype), and nothing else; ``upgrade`` brings
+them to the current form (``python -m fitnet.pretrained`` writes it to a new file). The PSF of
+the instrument record is a ``simulate.psf_record`` record, checked on loading.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch.torch_version import TorchVersion
 
 from simulate.io import atomic_path, package_version
+from simulate.psf_record import PSFRecordError, from_record, record
 
 from .data import ImageNorm, data_dirs
 from .labels import LabelScaler
@@ -27,7 +35,7 @@ from .models import BoundedOutputs, build_model, input_channels, model_name
 from .runtime import UserError
 
 FORMAT = "sersic-fitnet checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: plain data only (weights_only), the PSF as a record
 LOG_SIGMA_RANGE = (-7.0, 5.0)  # clamp of the predicted log-sigma (standardised units)
 
 #: Attributes of the training data kept in the checkpoint as its instrument description.
@@ -67,21 +75,45 @@ def split_output(out: torch.Tensor, loss: str):
     return out[:, :t], out[:, t:].clamp(*LOG_SIGMA_RANGE)
 
 
+def plain(value):
+    """``value`` as plain data (tensors, numbers, strings, lists, dicts): numpy scalars and
+    arrays as numbers and lists, version strings and OmegaConf nodes as their contents."""
+    if isinstance(value, np.generic):  # before float: numpy's float64 is a float subclass
+        return value.item()
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)  # also PyTorch's TorchVersion, a str subclass
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    raise TypeError(f"a checkpoint holds plain data only, not {type(value).__name__}")
+
+
 def save(path: Path, payload: dict) -> None:
-    """``torch.save`` under a temporary name, then rename (a kill never leaves half a file)."""
+    """``torch.save`` of ``payload`` as plain data under a temporary name, then rename (a kill
+    never leaves half a file)."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain(payload), tmp)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
-    """Read and check a checkpoint; raise CheckpointError naming the file if it is not ours."""
+    """Read and check a checkpoint (plain data only: ``torch.load(weights_only=True)``; older
+    formats through ``read_legacy``); raise CheckpointError naming the file if it is not ours."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        payload = read_legacy(path, map_location, err)
+    except Exception as err:  # noqa: BLE001 - any reading failure means "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a sersic-fitnet checkpoint (no '{FORMAT}' format tag)"
@@ -90,12 +122,61 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path} has format version {payload['format_version']}; this code reads <= {FORMAT_VERSION}"
         )
-    return upgrade(payload)
+    payload = upgrade(payload)
+    check_psf_record(payload, path)
+    return payload
+
+
+def read_legacy(path: Path, map_location, refused: Exception) -> dict:
+    """A checkpoint of format 1 or 2: the safe loader, allowing besides plain data only the
+    values those versions wrote (PyTorch's version string, numpy's scalars and dtypes). Anything else a file asks to load (a class, a
+    function) is refused with CheckpointError, and nothing of it runs."""
+    allowed = [TorchVersion, np.dtype, *_numpy_scalar()]
+    allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        named = re.findall(r"GLOBAL ([\w.]+)", str(err)) or re.findall(
+            r"GLOBAL ([\w.]+)", str(refused)
+        )
+        what = f"it asks to load {named[0]}" if named else "it is not plain data"
+        raise CheckpointError(
+            f"{path} is refused: {what}; a checkpoint holds tensors, numbers, strings, lists and "
+            "dicts only, and loading one never runs code (docs/security.md)"
+        ) from None
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+
+
+def _numpy_scalar() -> list:
+    """numpy's scalar constructor, under the module name of this numpy (1.x or 2.x)."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray.scalar]
+
+
+def check_psf_record(payload: dict, path) -> None:
+    """CheckpointError naming the file unless its instrument's PSF (if any) is a record of the
+    allow-list (``simulate.psf_record``)."""
+    text = (payload.get("instrument") or {}).get("psf")
+    if text is None:
+        return
+    try:
+        from_record(text, f"{path}: instrument psf")
+    except PSFRecordError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def upgrade(payload: dict) -> dict:
-    """A checkpoint of format version 1 in the current form (``stamp_size``, the model's
-    registered name, ``data_dirs``); newer ones unchanged."""
+    """A checkpoint of format version 1 or 2 in the current form (``stamp_size``, the model's
+    registered name, ``data_dirs``, plain data, the PSF as a record); newer ones unchanged."""
+    payload = plain(payload)
+    instrument = payload.get("instrument") or {}
+    if isinstance(instrument.get("psf"), str) and not instrument["psf"].lstrip().startswith("{"):
+        try:  # GalSim's repr, parsed (never evaluated) and written as a record
+            instrument["psf"] = record(from_record(instrument["psf"]))
+        except PSFRecordError:
+            pass  # check_psf_record refuses it, naming the file
     model = payload["model"]
     if "image_size" in model:  # the name of format 1
         model["stamp_size"] = model.pop("image_size")
@@ -103,6 +184,7 @@ def upgrade(payload: dict) -> dict:
     if "data_dirs" not in payload:
         data_dir = OmegaConf.create(payload.get("config") or "{}").get("data_dir")
         payload["data_dirs"] = data_dirs(data_dir) if data_dir is not None else []
+    payload["format_version"] = FORMAT_VERSION
     return payload
 
 

@@ -29,7 +29,7 @@ from .labels import TARGETS
 from .quality import COLUMNS as CHECK_COLUMNS
 from .quality import Checker, prediction_checks
 from .residuals import COLUMNS as FIT_COLUMNS
-from .residuals import MIN_STAMP_PX, NEEDS, FitCheck, psf_from_repr
+from .residuals import MIN_STAMP_PX, NEEDS, FitCheck
 from .runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -338,8 +338,6 @@ def fit_check(predictor: Predictor, quality) -> FitCheck | None:
         why = "a PSF-conditioned model: the check renders with one PSF, not each stamp's"
     elif None in psfs or len(psfs) > 1:
         why = "the checkpoints record no PSF, or different ones"
-    elif psf_from_repr(psfs.pop()) is None:
-        why = "the checkpoint's PSF cannot be rebuilt from its record"
     elif predictor.stamp_size < MIN_STAMP_PX:
         why = f"{predictor.stamp_size} px stamps are too small (< {MIN_STAMP_PX} px)"
     if why:

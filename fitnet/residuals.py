@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 
-import galsim
 import numpy as np
 import torch
+
+from simulate.psf_record import from_record
 
 from .photometry import AdaptiveMoments
 from .sersic import SersicRenderer
@@ -46,16 +47,6 @@ def excess_sigma(chi2, pixels) -> np.ndarray:
     return (np.asarray(chi2, dtype=float) - 1.0) * np.sqrt(np.asarray(pixels, dtype=float) / 2)
 
 
-def psf_from_repr(text: str) -> galsim.GSObject | None:
-    """The PSF a checkpoint records as GalSim's ``repr`` (evaluated with only ``galsim`` and
-    ``numpy``), or None when that repr cannot be rebuilt."""
-    try:
-        psf = eval(text, {"__builtins__": {}, "galsim": galsim, "np": np, "array": np.array})  # noqa: S307
-    except Exception:  # noqa: BLE001 - any failure: the check cannot run for this checkpoint
-        return None
-    return psf if isinstance(psf, galsim.GSObject) else None
-
-
 class FitCheck:
     """Reduced chi-square of the predicted Sersic against each stamp.
 
@@ -69,7 +60,7 @@ class FitCheck:
         self.noise_rms = float(instrument["background_rms_e_per_s"])  # e-/s per pixel
         self.stamp_size = stamp_size
         self.renderer = SersicRenderer(
-            psf_from_repr(instrument["psf"]),
+            from_record(instrument["psf"]),
             float(instrument["pixel_scale_arcsec"]),
             stamp_size,
             int(quality.fit_table_n_points),

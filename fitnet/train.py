@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -49,6 +48,7 @@ from .labels import LabelScaler, calibration_scale, parse_targets, validate_cali
 from .metrics import label_metrics
 from .models import BoundedOutputs, FrozenRefinerHead, build_model, input_channels
 from .noise import from_file as noise_from_file
+from .optimizers import make_optimizer, make_scheduler
 from .plots import plot_history
 from .runtime import UserError, command, positive, resolve_device
 
@@ -248,8 +248,8 @@ def setup(cfg: DictConfig, output_dir: Path) -> Run:
         model.prepare(start.norm, images)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optim, [p for p in model.parameters() if p.requires_grad])
-    scheduler = instantiate(cfg.scheduler, optimizer)
+    optimizer = make_optimizer(cfg.optim, [p for p in model.parameters() if p.requires_grad])
+    scheduler = make_scheduler(cfg.scheduler, optimizer)
     load_weights(model, start, cfg)
     step_model = torch.compile(model) if cfg.compile else model
 

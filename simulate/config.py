@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import galsim
-from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -41,7 +40,7 @@ class Instrument:
     exposure_time: float = MISSING  # s
     sky_level: float = MISSING  # e-/s / pixel
     read_noise: float = MISSING  # e- / pixel
-    psf: dict[str, Any] = MISSING  # GalSim profile for hydra.utils.instantiate
+    psf: dict[str, Any] = MISSING  # GalSim profile (simulate.psf_record.build_psf)
 
 
 @dataclass
@@ -411,15 +410,16 @@ def check_psf(instrument) -> None:
         value = spec.get(key)
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
             _fail(f"instrument.psf.{key}", value, "must be a size > 0 (arcsec)")
+    from .psf_record import PSFRecordError, build_psf
+
     try:
-        psf = instantiate(instrument.psf)
+        psf = build_psf(instrument.psf)
         fwhm = profile_fwhm(psf)
         flux = float(psf.flux)
+    except (ConfigError, PSFRecordError):  # image_psf and the allow-list say what is wrong
+        raise
     except Exception as err:  # noqa: BLE001 - any failure to build is a config problem
-        cause = err.__cause__ or err
-        if isinstance(cause, ConfigError):  # simulate.psf.image_psf says what is wrong
-            raise cause from None
-        _fail("instrument.psf", spec, f"GalSim could not build it ({' '.join(str(cause).split())})")
+        _fail("instrument.psf", spec, f"GalSim could not build it ({' '.join(str(err).split())})")
     if not isinstance(psf, galsim.GSObject):
         _fail("instrument.psf._target_", spec["_target_"], "must be a GalSim profile (GSObject)")
     if not (math.isfinite(flux) and flux > 0 and math.isfinite(fwhm) and fwhm > 0):

@@ -16,7 +16,6 @@ Each /params dataset carries ``units`` and ``description`` attributes.
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from .priors import LABEL_DESCRIPTIONS, LABEL_UNITS
 from .psf import profile_fwhm
+from .psf_record import record
 
 SPLITS = ("train", "val", "test")
 FORMAT_NAME = "sersic-fitnet stamps"
@@ -112,14 +112,6 @@ def atomic_path(path: Path):
         tmp.unlink(missing_ok=True)
 
 
-def psf_repr(psf: galsim.GSObject) -> str:
-    """GalSim's ``repr`` of the PSF with every pixel of an image PSF written out exactly (numpy
-    would elide large arrays), so that the residual check can rebuild it from the files and the
-    checkpoints."""
-    with np.printoptions(threshold=sys.maxsize, floatmode="unique"):
-        return repr(psf)
-
-
 def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) -> dict:
     """Root attributes describing the pixels, with units in the names."""
     return {
@@ -130,7 +122,7 @@ def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) ->
         "sky_level_e_per_s_per_pixel": float(instrument.sky_level),
         "read_noise_e": float(instrument.read_noise),
         "background_rms_e_per_s": float(background_rms),
-        "psf": psf_repr(psf),
+        "psf": record(psf),  # JSON (simulate.psf_record): data, rebuilt exactly
         "psf_fwhm_arcsec": profile_fwhm(psf),
         "image_units": "e-/s per pixel, sky subtracted",
         "image_axes": "image[i, y, x]: y = row, x = column; display with origin='lower'",

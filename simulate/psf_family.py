@@ -27,9 +27,9 @@ import math
 
 import galsim
 import numpy as np
-from hydra.utils import instantiate
 
 from .psf import profile_fwhm
+from .psf_record import build_psf
 
 FAMILIES = ("moffat", "kolmogorov", "airy", "preset")
 PSF_STREAM = 3  # spawn-key suffix of the PSF's own stream (companions use another)
@@ -45,7 +45,7 @@ def preset_psf(name: str) -> galsim.GSObject:
     from fitnet.runtime import load_group
 
     instrument = load_group("instrument", name)
-    psf = instantiate(instrument.psf).withFlux(1.0)
+    psf = build_psf(instrument.psf, f"conf/instrument/{name}.yaml psf").withFlux(1.0)
     return psf.dilate(1.0 / float(instrument.pixel_scale))
 
 

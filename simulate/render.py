@@ -18,11 +18,11 @@ import math
 
 import galsim
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from scipy.interpolate import RectBivariateSpline
 from scipy.special import gammaincc, gammainccinv, gammaincinv, gammaln
 
+from .psf_record import build_psf
 from .stamps import centre_shift, placement
 
 
@@ -33,7 +33,7 @@ def flux_from_mag(mag, zero_point: float):
 
 def make_psf(instrument: DictConfig) -> galsim.GSObject:
     """The instrument's PSF as a GalSim profile (sizes in arcsec), normalised to unit flux."""
-    return instantiate(instrument.psf).withFlux(1.0)
+    return build_psf(instrument.psf).withFlux(1.0)
 
 
 def transfer_function(psf: galsim.GSObject, pixel_scale: float, fft_size: int) -> np.ndarray:

@@ -61,7 +61,7 @@ def test_rank_zero_writes_one_checkpoint_and_a_ddp_run_resumes(tiny_data, tmp_pa
                       cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [row["epoch"] for row in metrics(out)] == ["1", "2"]
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(tiny_data, tmp_path):

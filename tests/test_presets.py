@@ -5,10 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
 
 from fitnet.runtime import compose_config
 from simulate.config import validate
+from simulate.psf_record import build_psf, from_record, record
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "instrument").glob("*.yaml") if p.stem != "psf_image")
@@ -57,16 +57,13 @@ def test_preset_re_prior_fits_the_stamps(name):
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_psf_is_resolved_by_its_pixels(name):
     cfg = compose_config("simulate", [f"instrument={name}"])
-    fwhm_px = instantiate(cfg.instrument.psf).calculateFWHM() / cfg.instrument.pixel_scale
+    fwhm_px = build_psf(cfg.instrument.psf).calculateFWHM() / cfg.instrument.pixel_scale
     assert 1.0 <= fwhm_px <= 8.0
 
 
-def test_a_convolved_psf_is_rebuilt_from_its_repr():
-    # the residual check and the baseline rebuild the PSF from the files' repr
-    from fitnet.residuals import psf_from_repr
-    from simulate.io import psf_repr
-
+def test_a_convolved_psf_is_rebuilt_from_its_record():
+    # the residual check and the baseline rebuild the PSF from the files' record
     cfg = compose_config("simulate", ["instrument=euclid_vis"])
-    psf = instantiate(cfg.instrument.psf)
-    rebuilt = psf_from_repr(psf_repr(psf))
+    psf = build_psf(cfg.instrument.psf)
+    rebuilt = from_record(record(psf))
     assert rebuilt.calculateFWHM() == pytest.approx(psf.calculateFWHM(), rel=1e-9)

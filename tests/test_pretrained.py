@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_module
 
 from fitnet import pretrained
 from fitnet.checkpoint import CheckpointError, load
@@ -47,3 +47,24 @@ def test_every_shipped_model_loads_with_what_prediction_reads(name):
     if name == "generalist":  # its PSF range flags PSFs it was not trained on
         lo, hi = ckpt["instrument"]["psf_fwhm_range_px"]
         assert 1.0 < lo < hi < 10.0
+
+
+def test_the_command_writes_only_the_file_it_is_given(tiny_ckpt, tmp_path):
+    shipped = {name: path.read_bytes() for name, path in pretrained.SHIPPED.items()}
+    result = run_module("fitnet.pretrained", f"ckpt={tiny_ckpt}", "output=mine.pt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "mine.pt")["exported_from"] == str(tiny_ckpt)
+    assert {name: path.read_bytes() for name, path in pretrained.SHIPPED.items()} == shipped
+
+
+def test_the_command_needs_an_output(tiny_ckpt, tmp_path):
+    result = run_module("fitnet.pretrained", f"ckpt={tiny_ckpt}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: output is required")
+
+
+def test_the_command_never_replaces_a_file_unasked(tiny_ckpt, tmp_path):
+    (tmp_path / "mine.pt").write_bytes(b"keep me")
+    result = run_module("fitnet.pretrained", f"ckpt={tiny_ckpt}", "output=mine.pt", cwd=tmp_path)
+    assert result.returncode == 2 and "overwrite=true" in result.stderr
+    assert (tmp_path / "mine.pt").read_bytes() == b"keep me"

@@ -10,9 +10,9 @@ from astropy.io import fits
 from conftest import TINY_SIM, compose_config
 from omegaconf import OmegaConf
 
-from fitnet.residuals import psf_from_repr
 from simulate.config import ConfigError, check_psf
 from simulate.pipeline import config_digest, run_simulation
+from simulate.psf_record import from_record
 from simulate.render import StampRenderer
 
 MOFFAT = galsim.Moffat(beta=3.0, fwhm=0.18)  # the default instrument's PSF, arcsec
@@ -87,7 +87,7 @@ def test_the_files_record_the_image_psf_exactly(tmp_path):
     )  # fmt: skip
     run_simulation(cfg, progress=False)
     with h5py.File(tmp_path / "data" / "test.h5") as f:
-        recorded = psf_from_repr(f.attrs["psf"])
+        recorded = from_record(f.attrs["psf"])
     assert recorded == StampRenderer(cfg.instrument, cfg.render).psf
 
 
