@@ -185,8 +185,6 @@ def from_record(text: str, where: str = "the PSF record") -> galsim.GSObject:
     return psf
 
 
-
-
 def _dotted(node: ast.AST) -> str:
     if isinstance(node, ast.Name):
         return node.id
