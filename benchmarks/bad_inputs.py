@@ -34,6 +34,7 @@ import fitnet
 from fitnet.flags import BITS, names
 from fitnet.labels import spec_error
 from fitnet.noise import NOISE_ATTRS, CCDNoise
+from sersic_runtime.configs import CONFIG_MODULE
 from simulate.stamps import placement
 
 RIGHT_MAG = 0.1  # mag, |dmag| below which a row counts as measured right
@@ -152,7 +153,7 @@ def bulge_disk(rng, count, attrs):
 
     from simulate.render import StampRenderer
 
-    with initialize_config_module("fitnet.conf", version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose("simulate")
     renderer = StampRenderer(cfg.instrument, cfg.render)
     images = []

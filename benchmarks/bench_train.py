@@ -40,7 +40,7 @@ from fitnet.labels import LabelScaler, parse_targets
 from fitnet.models import build_model
 from fitnet.noise import CCDNoise
 from fitnet.optimizers import make_optimizer
-from fitnet.train import train_step
+from fitnet.training import train_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

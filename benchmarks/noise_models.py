@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    from fitnet.runtime import compose_packaged
+    from sersic_runtime.configs import compose_packaged
     from simulate.noise import background_rms
 
     rms = background_rms(compose_packaged("simulate").instrument)

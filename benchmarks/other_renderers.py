@@ -42,7 +42,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.special import gamma, gammaincinv
 
-from simulate.io import atomic_path
+from sersic_runtime.files import atomic_path
 from simulate.priors import FIT_LABELS, LABEL_UNITS
 from simulate.psf_record import build_psf
 from simulate.render import flux_from_mag  # the contract's magnitude convention, not a renderer

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 from astropy.table import Table
 
-from fitnet.runtime import compose_packaged
+from sersic_runtime.configs import compose_packaged
 
 
 def command(args: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:

@@ -1,1 +1,1 @@
-"""The project's Hydra configs, one source for every number. Installed as ``fitnet.conf``."""
+"""The project's Hydra configs, one source for every number. Installed as ``sersic_runtime.conf``."""

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from astropy.table import Table
 
+from sersic_runtime.configs import load_group
+from sersic_runtime.errors import UserError
+from sersic_runtime.options import positive
+
 from .generalist import generalist_catalogue
 from .inference import Predictor, catalogue
-from .runtime import UserError, checkpoint_paths, load_group, positive, resolve_device
+from .runtime import checkpoint_paths, resolve_device
 
 
 class Model:

@@ -17,7 +17,7 @@ The steps, each writing into ``out_dir`` (default ``builds/<instrument>``):
 finished steps, resumes a killed training stage from its last.pt and a killed simulation from
 its parts; a folder that holds a build of another configuration is refused.
 
-Example: python -m fitnet.build instrument=euclid_vis budget.galaxies=20000 budget.hours=1
+Example: python -m fitnet.build instrument=euclid_vis budget.galaxies=15000 budget.hours=0.4
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from simulate.config import ConfigError
-from simulate.config import validate as validate_simulation
-from simulate.io import atomic_path
-from simulate.pipeline import run_simulation
+from sersic_runtime.commands import command
+from sersic_runtime.configs import compose_config, group_choices
+from sersic_runtime.errors import ConfigError, UserError
+from sersic_runtime.files import atomic_path
+from sersic_runtime.options import positive
 
 from . import calibrate, evaluate, train
 from .pretrained import export
-from .runtime import UserError, command, compose_config, group_choices, positive
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def validate(cfg: DictConfig) -> dict[str, DictConfig]:
             raise BuildError(f"budget.{key}={value!r} is not allowed: must be an integer >= 0")
     positive("budget.hours", cfg.budget.hours, allow_null=True)
     positive("mag_bin", cfg.mag_bin)
+    from simulate.config import validate as validate_simulation  # GalSim: not for --help
+
     configs = {}
     for name in active_sets(cfg):
         try:
@@ -180,6 +182,8 @@ class Build:
 
 
 def simulate_sets(build: Build, configs: dict[str, DictConfig]) -> None:
+    from simulate.pipeline import run_simulation
+
     for name, sim in configs.items():
         folder = build.out / SETS[name]
         build.step(

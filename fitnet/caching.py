@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from simulate.io import atomic_path
+from sersic_runtime.files import atomic_path
 
 from .compute import amp_enabled, autocast, memory_layout
 from .data import Batches, describe_split, dihedral

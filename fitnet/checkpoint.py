@@ -26,13 +26,13 @@ import torch
 from omegaconf import OmegaConf
 from torch.torch_version import TorchVersion
 
-from simulate.io import atomic_path, package_version
+from sersic_runtime.errors import UserError
+from sersic_runtime.files import atomic_path, package_version
 from simulate.psf_record import PSFRecordError, from_record, record
 
 from .data import ImageNorm, data_dirs
 from .labels import LabelScaler
 from .models import BoundedOutputs, build_model, input_channels, model_name
-from .runtime import UserError
 
 FORMAT = "sersic-fitnet checkpoint"
 FORMAT_VERSION = 3  # 3: plain data only (weights_only), the PSF as a record
@@ -111,6 +111,8 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a pickle that names something: not a checkpoint
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
         payload = read_legacy(path, map_location, err)
     except Exception as err:  # noqa: BLE001 - any reading failure means "not a checkpoint"
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None

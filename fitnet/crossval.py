@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from simulate.io import atomic_path
-
-from .runtime import UserError
+from sersic_runtime.errors import UserError
+from sersic_runtime.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def run_folds(cfg: DictConfig, output_dir: Path, train_one: Callable) -> float:
         fold_cfg = OmegaConf.merge(cfg, change)
         losses.append(train_one(fold_cfg, folder))
     if all((fold_dir(output_dir, k) / DONE).exists() for k in range(cfg.cv.folds)):
-        summarise(output_dir, cfg.cv.folds)
+        summarise(output_dir, cfg.cv.folds, cfg.loss)
     return float(np.mean(losses))
 
 
@@ -102,7 +101,7 @@ def read_history(folder: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
 
-def summarise(output_dir: Path, count: int) -> tuple[Path, Path]:
+def summarise(output_dir: Path, count: int, loss: str | None = None) -> tuple[Path, Path]:
     """``cv_metrics.csv`` (mean, std and each fold's value of every metric of the folds' best
     epochs) and ``cv_loss_curves.png``; returns their paths."""
     from .plots import plot_folds
@@ -122,6 +121,7 @@ def summarise(output_dir: Path, count: int) -> tuple[Path, Path]:
     figure = plot_folds(
         [read_history(fold_dir(output_dir, k)) for k in range(count)],
         Path(output_dir) / "cv_loss_curves.png",
+        loss,
     )
     log.info("cross-validation of %d folds: %s, %s", count, table, figure)
     return table, figure

@@ -17,8 +17,9 @@ import h5py
 import numpy as np
 import torch
 
+from sersic_runtime.errors import UserError
+
 from .labels import LabelScaler
-from .runtime import UserError
 
 #: Root attributes a split file must carry for the network to know what its pixels mean.
 REQUIRED_ATTRS = ("pixel_scale_arcsec", "background_rms_e_per_s", "zero_point_mag")

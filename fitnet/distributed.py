@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .runtime import UserError
+from sersic_runtime.errors import UserError
 
 
 @dataclass(frozen=True)

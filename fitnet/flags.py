@@ -53,6 +53,10 @@ FLAGS = {
         32768,
         "the PSF's FWHM is outside the range the PSF-conditioned model was trained on",
     ),
+    "masked_source": (
+        65536,
+        "the user's mask hides more than quality.max_masked_light of the source's light within re",
+    ),
 }
 BITS = {name: bit for name, (bit, _) in FLAGS.items()}
 #: Bits after which the row has no measurement (the network is not run, labels are NaN).

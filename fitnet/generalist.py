@@ -22,30 +22,30 @@ background rms. A user's cutout is brought to that system and its predictions ba
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
-from simulate.config import ConfigError
+from sersic_runtime.errors import ConfigError, UserError
 from simulate.psf import image_psf, profile_fwhm
 
 from .flags import BITS
 from .inputs import (
-    FITS_SUFFIXES,
     InputError,
     Reader,
     Stamp,
     StampMaker,
-    _first_image_hdu,
-    _fits_files,
+    check_given_scale,
     count_images,
+    first_fits_header,
     fits_pixel_scale,
 )
-from .runtime import UserError
+
+log = logging.getLogger(__name__)
 
 #: Header keywords read as the zero point (AB mag of one image unit summed), in this order.
 ZERO_POINT_KEYWORDS = ("MAGZERO", "MAGZPT", "ZP", "ZEROPT", "PHOTZP")
@@ -153,8 +153,9 @@ class GeneralistMaker:
 
 def to_user_units(table, zero_point: float | None, pixel_scale: float, model_zero_point: float):
     """The catalogue of the generalist's system converted in place to the user's: re in arcsec
-    (and ``re_px``), ``flux`` and ``flux_err`` in image units, mag from ``zero_point`` (NaN
-    without one); the columns of ``GeneralistMaker`` say how each row was scaled and binned."""
+    (and ``re_px``), ``flux`` and ``flux_err`` in image units, mag from ``zero_point`` (no mag
+    columns without one); the columns of ``GeneralistMaker`` say how each row was scaled and
+    binned."""
     import astropy.units as u
 
     factor = np.asarray(table["bin_factor"], dtype=float)
@@ -173,27 +174,15 @@ def to_user_units(table, zero_point: float | None, pixel_scale: float, model_zer
         table["flux"].description = "total flux in the cutout's units (pixel values summed)"
         if "mag_err" in table.colnames:
             table["flux_err"] = flux * math.log(10) / 2.5 * np.asarray(table["mag_err"])
-        table["mag"] = zero_point - 2.5 * np.log10(flux) if zero_point is not None else np.nan
-        table["mag"].unit = u.mag
-        if zero_point is None and "mag_err" in table.colnames:
-            table["mag_err"] = np.nan
+        table["flux"].unit = table["flux_err"].unit = None  # the image's own units
+        if zero_point is None:
+            table.remove_columns([c for c in ("mag", "mag_err") if c in table.colnames])
+        else:
+            table["mag"] = zero_point - 2.5 * np.log10(flux)
+            table["mag"].unit = u.mag
     table.meta["pixel_scale_arcsec"] = pixel_scale
     table.meta["zero_point_mag"] = zero_point if zero_point is not None else "none given"
     return table
-
-
-def first_fits_header(images):
-    """The header of the first image of a FITS path or folder (None for arrays or HDF5)."""
-    if not isinstance(images, (str, Path)):
-        return None
-    path = Path(images)
-    if path.is_dir():
-        files = _fits_files(path)
-        path = files[0] if files else None
-    if path is None or not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
-        return None
-    with fits.open(path) as hdul:
-        return _first_image_hdu(hdul, path)[1].header.copy()
 
 
 def zero_point_of(header, zero_point: float | None) -> float | None:
@@ -218,17 +207,22 @@ def generalist_catalogue(predictor, images, batch_size: int, *, psf, pixel_scale
             "psf= is for a PSF-conditioned model (ckpt=generalist); this one has its own PSF"
         )
     header = first_fits_header(images)
-    scale = pixel_scale if pixel_scale is not None else (header and fits_pixel_scale(header))
+    check_given_scale(images, pixel_scale)  # the header wins; a clash is one line
+    scale = (header and fits_pixel_scale(header)) or pixel_scale
     if not scale:
         raise InputError("the images state no pixel scale: give pixel_scale= (arcsec / pixel)")
     zero_point = zero_point_of(header, zero_point)
+    if zero_point is None:
+        log.warning("no zero point (zero_point=, or a %s header keyword): the catalogue gives "
+                    "flux in the images' units, and no mag", "/".join(ZERO_POINT_KEYWORDS[:3]))  # fmt: skip
     inner = StampMaker(predictor.stamp_size, predictor.noise_rms, 1.0, pad_seed,
                        checker_for(predictor, quality))  # fmt: skip
     config = predictor.payload["model"]["config"]
     fwhm = predictor.instrument.get("psf_fwhm_range_px") or (0.0, math.inf)
     maker = GeneralistMaker(inner, read_psf(psf, scale, psf_includes_pixel), scale,
                             int(config["psf_size"]), tuple(fwhm))  # fmt: skip
-    stamps = Reader(maker, scale, False, scale).stamps(images, mask)
+    reference = "the first image's {scale:.5g}: measure cutouts of one pixel scale per run"
+    stamps = Reader(maker, scale, False, pixel_scale, reference).stamps(images, mask)
     with tqdm(total=count_images(images), unit="img", desc="predict", disable=not progress) as bar:
         table = predict_table(predictor, stamps, batch_size, bar.update, quality, COLUMNS)
     model_zp = float(predictor.instrument["zero_point_mag"])

@@ -15,9 +15,8 @@ import time
 import galsim
 import numpy as np
 
+from sersic_runtime.errors import UserError
 from simulate.render import sersic_log_intensity_at_re
-
-from .runtime import UserError
 
 PSF_SIZE = 41  # pixel, side of the PSF image handed to imfit
 

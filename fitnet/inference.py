@@ -9,36 +9,37 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 from tqdm import tqdm
 
+from sersic_runtime.errors import UserError
+
 from . import checkpoint
+from .catalogue import UNITS
 from .checkpoint import split_output
 from .data import psf_channel
 from .flags import BITS
-from .inputs import InputError, Stamp, StampMaker, count_images, iter_stamps
+from .inputs import (
+    InputError,
+    Stamp,
+    StampMaker,
+    check_given_scale,
+    count_images,
+    iter_stamps,
+)
 from .labels import TARGETS
+from .photometry import AdaptiveMoments
 from .quality import COLUMNS as CHECK_COLUMNS
-from .quality import Checker, prediction_checks
+from .quality import Checker, hidden_light, prediction_checks
 from .residuals import COLUMNS as FIT_COLUMNS
-from .residuals import MIN_STAMP_PX, NEEDS, FitCheck
-from .runtime import UserError
+from .residuals import MIN_STAMP_PX, NEEDS, FitCheck, stamp_pose
 
 log = logging.getLogger(__name__)
-
-TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits"}
-# astropy unit strings of the catalogue columns (dimensionless labels get none)
-UNITS = {
-    name: {"AB mag": "mag", "dimensionless": ""}.get(unit, unit) for name, unit in TARGETS.items()
-}
 
 
 class Predictor:
@@ -273,6 +274,7 @@ def predict_table(
                 chi2[good], pixels[good] = residual_chi2(
                     fit, [batch[k] for k in good], images, pred
                 )
+            record_hidden_light(predictor, quality, [batch[k] for k in good], images, pred)
         fitted["chi2"].append(chi2)
         fitted["chi2_pixels"].append(pixels)
         for stamp in batch:
@@ -323,6 +325,23 @@ def predict_table(
     if predictor.instrument.get("zero_point_mag") is not None:
         table.meta["zero_point_mag"] = predictor.instrument["zero_point_mag"]
     return table
+
+
+def record_hidden_light(predictor: Predictor, quality, stamps: list[Stamp], images, pred) -> None:
+    """``masked_light`` in the columns of each stamp with a user's mask: the fraction of the
+    predicted Sersic's light within re that the mask hides (``quality.hidden_light``), at the
+    stamp's adaptive-moment centre and angle."""
+    rows = [k for k, s in enumerate(stamps) if s.masked is not None]
+    if not rows or quality is None or not quality.enabled or not set(NEEDS) <= set(pred):
+        return
+    moments = AdaptiveMoments(predictor.stamp_size, int(quality.fit_moment_iterations),
+                              float(quality.fit_moment_sigma_px))  # fmt: skip
+    x, y, pa = stamp_pose(moments, images[rows], predictor.noise_rms)
+    for j, k in enumerate(rows):
+        re_px = float(pred["re"][k]) / predictor.pixel_scale
+        stamps[k].columns["masked_light"] = hidden_light(
+            stamps[k].masked, x[j], y[j], pa[j], float(pred["n"][k]), re_px, float(pred["q"][k])
+        )
 
 
 def fit_check(predictor: Predictor, quality) -> FitCheck | None:
@@ -384,6 +403,7 @@ def catalogue(
     """
     if not isinstance(images, (str, Path, np.ndarray)):
         images = list(images)  # read once: the reader and the progress bar both look at it
+    check_given_scale(images, pixel_scale)  # the header wins; a clash is one line, up front
     checks = quality is not None and quality.enabled
     checker = checker_for(predictor, quality)
     maker = StampMaker(predictor.stamp_size, predictor.noise_rms, input_scale, pad_seed, checker)
@@ -425,33 +445,10 @@ def refuse_whole_input(table: Table, images) -> None:
             f"{name}: the noise rms of every image is {ratio:.4g} x the model's; the pixels are "
             "not sky-subtracted e-/s per pixel at the model's depth (input_scale= converts units)"
         )
-    if np.all(flags & BITS["background"]):
+    sky = np.isfinite(np.asarray(table["background"], dtype=float))  # NaN: no sky in the cutout
+    if sky.all() and np.all(flags & BITS["background"]):
         level = float(np.nanmedian(table["background"]))
         raise InputError(
             f"{name}: every image has a background of {level:+.4g} x the noise rms; subtract the "
             "sky first"
         )
-
-
-def write_table(table: Table, path: str | Path) -> Path:
-    """Write ``table`` as CSV/ECSV/FITS by the file suffix, under a temporary name then renamed.
-
-    In FITS the metadata keys keep their full names (HIERARCH cards), as ``Table.read`` gives
-    them back."""
-    path = Path(path)
-    fmt = TABLE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(
-            f"output={path}: unknown table format {path.suffix!r}; use one of {', '.join(TABLE_FORMATS)}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial" + path.suffix)
-    try:
-        with warnings.catch_warnings():
-            # astropy warns that keys over 8 characters become HIERARCH cards: that is the intent
-            warnings.simplefilter("ignore", VerifyWarning)
-            table.write(tmp, format=fmt, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -29,12 +29,12 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from sersic_runtime.errors import UserError
 from simulate.stamps import pad_or_crop, placement
 
 from .data import open_images
 from .flags import BITS
 from .quality import Checker
-from .runtime import UserError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Stamp:
     columns: dict = field(default_factory=dict)  # what the checks measured (quality.COLUMNS)
     footprint: np.ndarray | None = None  # the target's pixels of ``image`` (bool), if found
     replaced: np.ndarray | None = None  # pixels of ``image`` replaced by noise (bool), if any
+    masked: np.ndarray | None = None  # pixels of ``image`` in the user's mask (bool), if any
     psf: np.ndarray | None = None  # the PSF input of a PSF-conditioned model (unit sum), if any
 
 
@@ -121,31 +122,36 @@ class StampMaker:
         self._rng = np.random.default_rng(self.seed)
 
     def __call__(self, source: str, data, mask=None, padding=None) -> Stamp:
-        """The stamp of image ``data``; ``mask`` (same shape, non-zero = bad) marks pixels that
-        are not data; ``padding`` (bool, same shape) marks noise that pads a smaller cutout
-        (data to the network, left out of the checks' residual)."""
+        """The stamp of image ``data``, whose NaN or infinite pixels are not data; ``mask``
+        (same shape, non-zero = masked) marks the user's masked pixels, replaced by noise;
+        ``padding`` (bool, same shape) marks noise that pads a smaller cutout (data to the
+        network, left out of the checks' residual)."""
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 2:
             return flagged(source, "not_2d", f"data has shape {data.shape}, expected a 2-D image")
         if data.size == 0:
             return flagged(source, "unreadable", "image is empty")
-        bad = ~np.isfinite(data)
+        invalid, masked = ~np.isfinite(data), None
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != data.shape:
                 return flagged(
                     source, "unreadable", f"mask of shape {mask.shape}, image {data.shape}"
                 )
-            bad |= mask != 0
+            masked = (mask != 0) & ~invalid
         if self.checker is not None:
-            stamp, check = self.checker(data * self.input_scale, bad, self._rng, padding)
-            problem = "; ".join(check.details)
-            return Stamp(
-                source, stamp, check.flag, problem, check.columns, check.footprint, check.replaced
+            stamp, check = self.checker(
+                data * self.input_scale, invalid, self._rng, padding, masked
             )
-        if bad.any():
-            return flagged(
-                source, "invalid_pixels", f"{int(bad.sum())} NaN, infinite or masked pixels"
+            problem = "; ".join(check.details)
+            return Stamp(source, stamp, check.flag, problem, check.columns, check.footprint,
+                         check.replaced, check.masked)  # fmt: skip
+        if invalid.any():
+            return flagged(source, "invalid_pixels", f"{int(invalid.sum())} NaN or infinite pixels")
+        if masked is not None and masked.any():
+            data = data.copy()
+            data[masked] = self._rng.normal(
+                0.0, self.noise_rms / self.input_scale, int(masked.sum())
             )
         data = data * self.input_scale
         if data.shape == (self.stamp_size, self.stamp_size):
@@ -192,14 +198,17 @@ def scales_differ(scale: float | None, expected: float) -> bool:
     return scale is not None and not math.isclose(scale, expected, rel_tol=PIXEL_SCALE_RTOL)
 
 
-def scale_mismatch(source: str, scale: float | None, model_scale: float) -> str:
-    """Message if ``scale`` differs from the model's by more than PIXEL_SCALE_RTOL, else ''."""
+def scale_mismatch(source: str, scale: float | None, model_scale: float, reference=None) -> str:
+    """Message if ``scale`` differs from ``model_scale`` by more than PIXEL_SCALE_RTOL, else ''.
+    ``reference`` says whose scale that is and what to do (default: the model's)."""
     if not scales_differ(scale, model_scale):
         return ""
-    return (
-        f"{source}: pixel scale {scale:.5g} arcsec/pixel differs from the model's {model_scale:.5g}; "
-        "resample the image, or pass allow_pixel_scale_mismatch=true to predict anyway"
+    reference = reference or (
+        "the model's {scale:.5g}; resample the image, or pass allow_pixel_scale_mismatch=true "
+        "to predict anyway"
     )
+    return (f"{source}: pixel scale {scale:.5g} arcsec/pixel differs from "
+            f"{reference.format(scale=model_scale)}")  # fmt: skip
 
 
 def _first_image_hdu(hdul, path: Path):
@@ -235,6 +244,8 @@ class Reader:
     model_scale: float
     allow_mismatch: bool = False
     pixel_scale: float | None = None
+    #: whose ``model_scale`` is, and what to do about another (``scale_mismatch``); None: the model's
+    reference: str | None = None
 
     def stamps(self, images, mask=None) -> Iterator[Stamp]:
         """``images``: a path (HDF5 file, FITS file or folder of FITS files), a 2-D array (one
@@ -338,7 +349,8 @@ class Reader:
         with _open_fits(path) as hdul:
             index, hdu = _first_image_hdu(hdul, path)
             header_scale = fits_pixel_scale(hdu.header)
-            message = _scale_problem(str(path), header_scale, self.model_scale, self.pixel_scale)
+            message = _scale_problem(str(path), header_scale, self.model_scale, self.pixel_scale,
+                                     reference=self.reference)  # fmt: skip
             if message and not self.allow_mismatch:
                 raise InputError(message)
             try:
@@ -438,9 +450,55 @@ def count_images(images) -> int | None:
     return None
 
 
-def _scale_problem(source: str, scale, model_scale: float, given, why: str = "") -> str:
+def first_fits(images) -> tuple[Path | None, object]:
+    """The first FITS file of a path or folder and its first image's header ((None, None) for
+    arrays, lists or HDF5); InputError when the path does not exist."""
+    if not isinstance(images, (str, Path)):
+        return None, None
+    path = Path(images)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.is_dir():
+        files = _fits_files(path)
+        path = files[0] if files else None
+    if path is None or not path.name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
+        return None, None
+    with _open_fits(path) as hdul:
+        return path, _first_image_hdu(hdul, path)[1].header.copy()
+
+
+def first_fits_header(images):
+    """The header of the first image of a FITS path or folder (None for arrays or HDF5)."""
+    return first_fits(images)[1]
+
+
+def given_scale_clash(source: str, header_scale, given) -> str:
+    """Message if the ``pixel_scale=`` option (``given``) disagrees with an image's header: the
+    header wins, and the option is for images whose header states no scale; else ''."""
+    if header_scale is None or given is None or not scales_differ(header_scale, given):
+        return ""
+    return (f"pixel_scale={given:g} disagrees with the header of {source} ({header_scale:.5g} "
+            "arcsec/pixel), which wins: leave pixel_scale= out (it gives the scale of images whose "
+            "header states none)")  # fmt: skip
+
+
+def check_given_scale(images, given) -> None:
+    """InputError up front when ``pixel_scale=`` (``given``) disagrees with the header of the
+    first FITS image of ``images`` (later images with a clash are flagged ``pixel_scale``)."""
+    path, header = first_fits(images) if given is not None else (None, None)
+    clash = given_scale_clash(str(path), header and fits_pixel_scale(header), given)
+    if clash:
+        raise InputError(clash)
+
+
+def _scale_problem(source: str, scale, model_scale: float, given, why: str = "",
+                   reference=None) -> str:  # fmt: skip
     """Message if images of ``source`` (header scale ``scale``, else the ``given`` one) are not
-    at the model's scale or have none, else ''."""
+    at the model's scale (or ``reference``'s, ``scale_mismatch``), have none, or disagree with
+    the ``given`` one, else ''."""
+    clash = given_scale_clash(source, scale, given)
+    if clash:
+        return clash
     if scale is None:
         scale = given
     if scale is None:
@@ -449,7 +507,7 @@ def _scale_problem(source: str, scale, model_scale: float, given, why: str = "")
             f"{source}: no pixel scale ({why}); pass pixel_scale=<arcsec/pixel> "
             f"(the model's is {model_scale:.5g})"
         )
-    return scale_mismatch(source, scale, model_scale)
+    return scale_mismatch(source, scale, model_scale, reference)
 
 
 def _open_fits(path: Path):

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sersic_runtime.errors import UserError
 from simulate.priors import FIT_LABELS, LABEL_UNITS
-
-from .runtime import UserError
 
 #: Labels the network can regress, with units (docs/contract.md, section 2). Flips and 90-degree rotations
 #: of a stamp leave all of them unchanged, so augmentation needs no label update.

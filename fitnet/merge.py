@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table, vstack
 from omegaconf import DictConfig
 
-from .inference import write_table
-from .predict import MANIFEST
-from .runtime import UserError, command
+from sersic_runtime.commands import command
+from sersic_runtime.errors import UserError
+
+from .catalogue import MANIFEST, write_table
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ def catalogues(folder: Path) -> list[dict]:
 
 def join(jobs: list[dict]) -> Table:
     """The catalogues of ``jobs`` one after the other, with an ``input`` column first."""
+    from astropy.table import Table, vstack
+
     tables, layout = [], None
     for job in jobs:
         table = Table.read(job["output"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from .runtime import UserError
+from sersic_runtime.errors import UserError
 
 OPTIMIZERS = {
     "torch.optim.SGD": torch.optim.SGD,

@@ -39,12 +39,15 @@ from omegaconf import OmegaConf
 from photutils.segmentation import detect_sources
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
+from scipy.special import gammaincinv
+
+from sersic_runtime.errors import UserError
 
 from .flags import BITS
 from .residuals import excess_sigma
-from .runtime import UserError
 
 MAD_TO_RMS = 1.4826  # rms of a Gaussian / its median absolute deviation
+MEDIAN_ERROR = 1.2533  # standard error of a median of N Gaussian values, in rms / sqrt(N)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Check:
     columns: dict = field(default_factory=dict)
     footprint: np.ndarray | None = None  # the target's pixels in the stamp (bool), if found
     replaced: np.ndarray | None = None  # the stamp's pixels replaced by noise (bool), if any
+    masked: np.ndarray | None = None  # the stamp's pixels of the user's mask (bool), if any
     checks: dict | None = None  # which checks may set their bit (conf quality.checks)
 
     def set(self, name: str, detail: str) -> None:
@@ -107,7 +111,12 @@ COLUMNS = {
     "shift_y": ("pix", "rows the stamp was moved by to centre the source"),
     "n_neighbours": ("", "other sources detected in the stamp (their pixels replaced by noise)"),
     "masked_fraction": ("", "fraction of the stamp's pixels replaced by noise (neighbours)"),
-    "invalid_fraction": ("", "fraction of the image's pixels NaN, infinite or masked"),
+    "invalid_fraction": ("", "fraction of the image's pixels NaN, infinite or without data"),
+    "mask_fraction": ("", "fraction of the image's pixels in the user's mask (replaced by noise)"),
+    "masked_light": (
+        "",
+        "fraction of the source's light within re hidden by the user's mask (NaN: no mask)",
+    ),
 }
 
 
@@ -128,9 +137,12 @@ def validate(quality) -> None:
     ):
         if not quality[key] > 0:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
-    for key in ("min_significance", "recentre_px", "min_context_px", "neighbour_dilate_px"):
+    for key in ("min_significance", "recentre_px", "min_context_px", "neighbour_dilate_px",
+                "no_sky_nsigma"):  # fmt: skip
         if not quality[key] >= 0:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be >= 0")
+    if not 0 < quality.max_masked_light <= 1:
+        raise UserError(f"quality.max_masked_light={quality.max_masked_light} must lie in (0, 1]")
     if not 0 <= quality.max_invalid_fraction < 1:
         raise UserError(
             f"quality.max_invalid_fraction={quality.max_invalid_fraction} must lie in [0, 1)"
@@ -215,6 +227,21 @@ class Checker:
         median = float(np.median(values))
         rms = MAD_TO_RMS * float(np.median(np.abs(values - median)))
         return median, rms
+
+    def outward_fall(self, data: np.ndarray, exclude: np.ndarray, rms: float) -> float:
+        """How many standard errors the light of the border ring's inner half exceeds that of
+        its outer half (pixels in ``exclude`` left out): a sky offset is flat across the ring,
+        a source's wings fall outward (a cutout too tight to hold any sky)."""
+        b, h, w = int(self.q.border_px), *data.shape
+        half = max(b // 2, 1)
+        ys, xs = np.ogrid[:h, :w]
+        depth = np.minimum(np.minimum(ys, h - 1 - ys), np.minimum(xs, w - 1 - xs))
+        outer = data[(depth < half) & ~exclude]
+        inner = data[(depth >= half) & (depth < b) & ~exclude]
+        if min(outer.size, inner.size) < self.MIN_BORDER_PIXELS or not rms > 0:
+            return 0.0
+        error = MEDIAN_ERROR * rms * math.sqrt(1 / outer.size + 1 / inner.size)
+        return float((np.median(inner) - np.median(outer)) / error)
 
     def segments(self, data: np.ndarray, rms: float):
         """photutils segmentation of the smoothed image above ``detect_nsigma``, or None."""
@@ -341,14 +368,20 @@ class Checker:
         """Whether the check that sets bit ``name`` is on (conf quality.checks)."""
         return bool(self.checks.get(name, True))
 
-    def __call__(self, raw: np.ndarray, bad: np.ndarray, rng: np.random.Generator, padding=None):
-        """(stamp or None, Check) of one image ``raw`` (e-/s per pixel) whose ``bad`` pixels
-        (NaN, infinite or masked) are not data; ``rng`` draws the noise that replaces pixels;
-        ``padding`` (bool, optional) marks pixels that are noise padding of a smaller cutout
-        (not flagged; left out of the residual, as are the pixels padded here)."""
+    def __call__(self, raw: np.ndarray, invalid: np.ndarray, rng: np.random.Generator,
+                 padding=None, masked=None):  # fmt: skip
+        """(stamp or None, Check) of one image ``raw`` (e-/s per pixel) whose ``invalid``
+        pixels (NaN, infinite, no data) and ``masked`` ones (the user's mask; bool or None) are
+        replaced by noise that ``rng`` draws; ``padding`` (bool, optional) marks pixels that are
+        noise padding of a smaller cutout (not flagged; left out of the residual, as are the
+        pixels padded, invalid or masked here). Only invalid pixels count against
+        ``max_invalid_fraction``: a user's mask is the user's decision
+        (``hidden_light`` flags a mask over the source itself)."""
         c, s, q = Check(checks=self.checks), self.stamp_size, self.q
         h, w = raw.shape
-        invalid = float(bad.mean())
+        bad = invalid if masked is None else invalid | masked
+        c.columns["mask_fraction"] = 0.0 if masked is None else float(masked.mean())
+        invalid = float(invalid.mean())
         c.columns["invalid_fraction"] = invalid
         if invalid > q.max_invalid_fraction and self.on("invalid_pixels"):
             c.set(
@@ -371,7 +404,13 @@ class Checker:
             grow = max(int(self.q.neighbour_dilate_px), 1)
             sources = ndimage.binary_dilation(seg.data > 0, iterations=grow)
             median, rms = self.noise_stats(data, bad[ys, xs] | sources)
-        self._background(c, median, rms)
+        fall = self.outward_fall(data, bad[ys, xs], rms)
+        if abs(median) > q.max_background_rms * self.noise_rms and fall > q.no_sky_nsigma:
+            self._no_sky(c, fall)
+            rms = self.noise_rms  # the ring is the source's: take the model's depth
+            seg = self.segments(data, rms)
+        else:
+            self._background(c, median, rms)
         # measured always; the shift only with the off_centre check on
         shift = self._centre(c, seg, data, rms, (ys.start, xs.start), (h, w))
         if not self.on("off_centre"):
@@ -381,6 +420,8 @@ class Checker:
         if not_data.any() or min(h, w) < s or shift != (0, 0):
             replaced = ~cut_mask(~not_data, s, shift)  # beyond the image too
             c.replaced = replaced if replaced.any() else None
+        if masked is not None and masked.any():
+            c.masked = cut_mask(masked, s, shift)
         # the stamp is the window already measured (or holds it): its segmentation serves again
         if shift == (0, 0) and seg is not None and h <= s and w <= s:
             (_, rows), (_, cols) = window(h, s, 0), window(w, s, 0)
@@ -422,6 +463,15 @@ class Checker:
             c.set(
                 "noise", f"rms {rms / model:.3g} x the model's (other depth or units: input_scale?)"
             )
+
+    def _no_sky(self, c: Check, fall: float) -> None:
+        """A cutout filled by its source: its border holds the source's wings, not sky."""
+        c.columns["background"] = c.columns["noise_ratio"] = math.nan
+        c.set(
+            "background",
+            f"no sky: the cutout is filled by the source (its light falls {fall:.0f} sigma across "
+            "the border), so its background and noise cannot be measured: give a larger cutout",
+        )
 
     def _centre(self, c: Check, seg, data, rms, origin, shape) -> tuple[int, int]:
         """The integer (rows, columns) shift that centres the source, and its centroid."""
@@ -584,6 +634,11 @@ def prediction_checks(table, predictor, quality):
         yield "out_of_range", bad, details
     if checks.uninformative and prior:
         yield ("uninformative", *uninformative(table, predictor, quality.max_sigma_prior_std))
+    if checks.get("masked_source", True) and "masked_light" in table.colnames:
+        light = np.asarray(table["masked_light"], dtype=float)
+        bad = np.nan_to_num(light) > quality.max_masked_light
+        details = [f"the mask hides {v:.0%} of the light within re" for v in light]
+        yield "masked_source", bad, details
     if checks.bad_fit and "chi2" in table.colnames:
         chi2 = np.asarray(table["chi2"], dtype=float)
         sigma = excess_sigma(chi2, table["chi2_pixels"])
@@ -594,6 +649,25 @@ def prediction_checks(table, predictor, quality):
             for v, n, z in zip(chi2, table["chi2_pixels"], sigma, strict=True)
         ]
         yield "bad_fit", bad, details
+
+
+def hidden_light(masked: np.ndarray, x: float, y: float, pa: float, n: float, re_px: float,
+                 q: float) -> float:  # fmt: skip
+    """Fraction of a Sersic's light inside its half-light ellipse (semi-major ``re_px`` pixel,
+    axis ratio ``q``, position angle ``pa`` radian from +x, centre ``x, y`` pixel) that falls
+    on ``masked`` pixels (bool, S x S), the profile sampled at the pixel centres without PSF."""
+    if not all(math.isfinite(v) for v in (x, y, pa, n, re_px, q)) or re_px <= 0 or q <= 0:
+        return math.nan
+    ys, xs = np.indices(masked.shape, dtype=float)
+    dx, dy = xs - x, ys - y
+    major = dx * math.cos(pa) + dy * math.sin(pa)
+    minor = -dx * math.sin(pa) + dy * math.cos(pa)
+    r = np.sqrt(major**2 + (minor / q) ** 2) / max(re_px, 0.5)  # a pixel at least
+    inside = r <= 1.0
+    if not inside.any():
+        inside = r == r.min()
+    light = np.exp(-float(gammaincinv(2 * n, 0.5)) * r[inside] ** (1 / n))
+    return float((light * masked[inside]).sum() / light.sum())
 
 
 def uninformative(table, predictor, ratio: float) -> tuple[np.ndarray, list]:

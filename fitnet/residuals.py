@@ -47,6 +47,19 @@ def excess_sigma(chi2, pixels) -> np.ndarray:
     return (np.asarray(chi2, dtype=float) - 1.0) * np.sqrt(np.asarray(pixels, dtype=float) / 2)
 
 
+def stamp_pose(moments: AdaptiveMoments, images, noise_rms: float):
+    """Centre x, y (pixel, 0-based column and row) and position angle (radian, counter-
+    clockwise from +x) of each stamp (B, S, S; e-/s per pixel, background rms ``noise_rms``),
+    from its adaptive moments."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    x = torch.from_numpy(images / noise_rms)
+    m, c, _ = moments.fit(x.reshape(len(x), -1))
+    mxx, myy, mxy = m.double().numpy().T
+    centre = (images.shape[-1] - 1) / 2
+    cx, cy = c.double().numpy().T
+    return centre + cx, centre + cy, 0.5 * np.arctan2(2 * mxy, mxx - myy)
+
+
 class FitCheck:
     """Reduced chi-square of the predicted Sersic against each stamp.
 
@@ -72,14 +85,8 @@ class FitCheck:
         )
 
     def pose(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Centre x, y (pixel, 0-based column and row) and position angle (radian, counter-
-        clockwise from +x) of each stamp (B, S, S), from its adaptive moments."""
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32) / self.noise_rms)
-        m, c, _ = self.moments.fit(x.reshape(len(x), -1))
-        mxx, myy, mxy = m.double().numpy().T
-        centre = (self.stamp_size - 1) / 2
-        cx, cy = c.double().numpy().T
-        return centre + cx, centre + cy, 0.5 * np.arctan2(2 * mxy, mxx - myy)
+        """``stamp_pose`` of stamps (B, S, S) in e-/s per pixel."""
+        return stamp_pose(self.moments, images, self.noise_rms)
 
     def __call__(self, images, footprints, replaced, rms, values: dict):
         """Reduced chi-square (B,) and its number of pixels (B,) of stamps ``images`` (B, S, S, e-/s per pixel) against the

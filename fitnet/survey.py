@@ -33,10 +33,12 @@ from astropy.wcs import WCS
 from scipy import ndimage
 from tqdm import tqdm
 
+from sersic_runtime.errors import UserError
+from sersic_runtime.options import as_list
+
 from .flags import BITS
 from .inference import checker_for, predict_table
 from .inputs import InputError, Stamp, StampMaker, fits_pixel_scale, scale_mismatch
-from .runtime import UserError, as_list
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,9 @@ class Mosaic:
         )
 
     def cutout(self, x: float, y: float, size: int):
-        """(data, bad, padding, rms) of the ``size`` square about pixel (x, y): data in the
-        mosaic's units (NaN beyond its edge, which is padding), bad pixels (mask, zero weight, NaN), the pixels
+        """(data, masked, padding, rms) of the ``size`` square about pixel (x, y): data in the
+        mosaic's units (NaN beyond its edge, which is padding, and where there are no data: NaN
+        or zero weight), the pixels of the user's mask, the pixels
         beyond the edge, and the noise rms per pixel from the weight or rms map (or None)."""
         # Cutout2D's own placement, reading only the overlapping pixels of the mosaic
         inside, cut = overlap_slices(self.data.shape, (size, size), (y, x), mode="partial")
@@ -126,7 +129,7 @@ class Mosaic:
         data[cut] = self.data[inside]
         padding = np.ones(data.shape, dtype=bool)
         padding[cut] = False
-        bad = ~np.isfinite(data) & ~padding
+        masked = np.zeros(data.shape, dtype=bool)
         rms = None
         if self.weight is not None or self.rms is not None:
             rms = np.full(data.shape, np.nan)
@@ -136,10 +139,10 @@ class Mosaic:
                 with np.errstate(divide="ignore"):
                     values = np.where(values > 0, 1.0 / np.sqrt(values), np.nan)
             rms[cut] = values
-            bad |= ~np.isfinite(rms) & ~padding
+            data[~np.isfinite(rms) & ~padding] = np.nan  # zero weight: no data
         if self.mask is not None:
-            bad[cut] |= np.asarray(self.mask[inside]) != 0
-        return data, bad, padding, rms
+            masked[cut] = np.asarray(self.mask[inside]) != 0
+        return data, masked, padding, rms
 
     def segments(self, x: float, y: float, size: int) -> np.ndarray:
         """The segmentation map's labels (0 = sky, and beyond the edge) of the cutout about
@@ -216,15 +219,15 @@ def stamps(mosaics: list[Mosaic], which, x, y, maker: StampMaker, input_scale: f
             continue
         mosaic = mosaics[m]
         source = f"{mosaic.path.name}[{k}]"  # the k-th catalogue row
-        data, bad, padding, rms = mosaic.cutout(px, py, maker.stamp_size)
+        data, masked, padding, rms = mosaic.cutout(px, py, maker.stamp_size)
         # padding: background noise of the model's rms, as for any small cutout
         data[padding] = rng.normal(0.0, maker.noise_rms / input_scale, int(padding.sum()))
         if rms is not None:
             data = to_model_depth(data, rms, maker.depth_rms or maker.noise_rms, input_scale, rng)
         if mosaic.segmap is None:
-            stamp = maker(source, data, bad, padding)
+            stamp = maker(source, data, masked, padding)
         else:
-            stamp = segmented_stamp(mosaic, maker, source, data, bad, padding, (px, py),
+            stamp = segmented_stamp(mosaic, maker, source, data, masked, padding, (px, py),
                                     None if ids is None else ids[k], quality, rng)  # fmt: skip
         if padding.any():
             stamp.flag |= BITS["off_image"]
@@ -233,7 +236,7 @@ def stamps(mosaics: list[Mosaic], which, x, y, maker: StampMaker, input_scale: f
         yield stamp
 
 
-def segmented_stamp(mosaic, maker, source, data, bad, padding, position, own, quality, rng):
+def segmented_stamp(mosaic, maker, source, data, masked, padding, position, own, quality, rng):
     """The Stamp of a cutout whose neighbours, per the segmentation map, are replaced by noise
     first (left out of the residual as padding is); a bright one touching the target sets
     ``neighbours``, and n_neighbours and masked_fraction count them."""
@@ -244,7 +247,7 @@ def segmented_stamp(mosaic, maker, source, data, bad, padding, position, own, qu
     mask, count, ratio = segmap_neighbours(data, labels, int(own), quality)
     data = data.copy()
     data[mask] = rng.normal(0.0, maker.noise_rms / maker.input_scale, int(mask.sum()))
-    stamp = maker(source, data, bad, padding | mask)
+    stamp = maker(source, data, masked, padding | mask)
     if stamp.image is None:
         return stamp
     stamp.columns["n_neighbours"] = stamp.columns.get("n_neighbours", 0) + count

@@ -15,9 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fitnet.runtime import command
-
-from .pipeline import run_simulation
+from sersic_runtime.commands import command
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -38,6 +36,8 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> dict:
     """Render the data set of ``cfg`` into its output folder; return the summary."""
+    from .pipeline import run_simulation  # GalSim loads here, not for --help
+
     return run_simulation(cfg, out_dir=output_dir(cfg))
 
 

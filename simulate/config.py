@@ -15,9 +15,9 @@ import galsim
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A configuration value is outside what the simulator allows."""
+from sersic_runtime.configs import config_dir
+from sersic_runtime.errors import ConfigError
+from sersic_runtime.options import check_shards
 
 
 @dataclass
@@ -307,15 +307,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def check_shards(shards: int, shard: int | None) -> None:
-    """``shards`` >= 1 jobs share a run; ``shard`` (this job's share) is in [0, shards) or None.
-    (``python -m simulate`` and ``python -m fitnet.predict output=<folder>/`` take both.)"""
-    if shards < 1:
-        _fail("shards", shards, "must be >= 1")
-    if shard is not None and not 0 <= shard < shards:
-        _fail("shard", shard, f"must lie in [0, shards={shards}) (or null)")
-
-
 def check_noise(noise) -> None:
     """The noise model's name, the keys it needs and their ranges (its file is read later, by
     ``noise.noise_model``, once)."""
@@ -374,7 +365,6 @@ def check_psf_family(spec) -> None:
         _fail(
             "psf_family.image_size_px", spec.image_size_px, "must be an odd number of pixels >= 9"
         )
-    from fitnet.runtime import config_dir
 
     for name in spec.presets:
         if not (config_dir() / "instrument" / f"{name}.yaml").is_file():

@@ -15,14 +15,13 @@ Each /params dataset carries ``units`` and ``description`` attributes.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import galsim
 import h5py
 import numpy as np
+
+from sersic_runtime.files import package_version
 
 from .priors import LABEL_DESCRIPTIONS, LABEL_UNITS
 from .psf import profile_fwhm
@@ -89,27 +88,6 @@ def column_spec() -> dict[str, tuple[str, str, str]]:
     }
     spec.update(EXTRA_COLUMNS)
     return spec
-
-
-def package_version() -> str:
-    try:
-        return version("sersic-fitnet")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    # the process id in the name: jobs sharing a folder may write the same file at once
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def instrument_attrs(instrument, psf: galsim.GSObject, background_rms: float) -> dict:

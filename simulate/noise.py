@@ -11,6 +11,8 @@ import math
 import galsim
 import numpy as np
 
+from sersic_runtime.errors import ConfigError
+
 
 def background_rms(instrument) -> float:
     """Rms of a source-free pixel, e-/s per pixel: ``sqrt(sky * t + rn^2) / t``."""
@@ -269,8 +271,6 @@ def read_noise_image(noise) -> np.ndarray:
     """The 2-D image of ``noise.file`` (HDU ``noise.hdu``) as float64."""
     from astropy.io import fits
 
-    from .config import ConfigError
-
     try:
         with fits.open(noise.file) as hdus:
             data = hdus[int(noise.hdu)].data
@@ -288,8 +288,6 @@ def read_noise_image(noise) -> np.ndarray:
 def map_rms_table(image: np.ndarray, noise) -> np.ndarray:
     """The rms (e-/s per pixel) of a weight or rms map at ``noise.table_points`` evenly spaced
     probabilities between its ``noise.quantiles``, from its valid pixels (finite, > 0)."""
-    from .config import ConfigError
-
     valid = image[np.isfinite(image) & (image > 0)]
     if valid.size == 0:
         raise ConfigError(
@@ -303,8 +301,6 @@ def map_rms_table(image: np.ndarray, noise) -> np.ndarray:
 def measured_correlation(image, noise, pixel_scale: float, stamp_size: int) -> np.ndarray:
     """The correlation function (e-/s per pixel)^2 of a blank-sky patch on the stamp grid, zero
     lag at [S//2, S//2], measured with GalSim's ``CorrelatedNoise`` and cut at ``noise.max_lag_px``."""
-    from .config import ConfigError
-
     patch = image * float(noise.scale)
     if min(patch.shape) < noise.min_size_px:
         raise ConfigError(

@@ -35,9 +35,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from sersic_runtime.files import atomic_path
+
 from .bounds import fisher_matrix, label_bounds
 from .config import split_ranges, validate
-from .io import SPLITS, atomic_path, create_split, instrument_attrs, read_attrs
+from .io import SPLITS, create_split, instrument_attrs, read_attrs
 from .noise import NOISE_DESCRIPTIONS, CCDModel, matched_filter_snr, noise_model
 from .priors import (
     FIT_LABELS,

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from sersic_runtime.files import atomic_path
 
 
 def save_montage(h5_path: Path, png_path: Path, count: int) -> Path:

@@ -28,7 +28,7 @@ import galsim
 import numpy as np
 from astropy.io import fits
 
-from .config import ConfigError
+from sersic_runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

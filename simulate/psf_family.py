@@ -28,6 +28,8 @@ import math
 import galsim
 import numpy as np
 
+from sersic_runtime.configs import load_group
+
 from .psf import profile_fwhm
 from .psf_record import build_psf
 
@@ -42,8 +44,6 @@ def psf_stream(seed: int, index: int) -> np.random.SeedSequence:
 @functools.lru_cache(maxsize=16)
 def preset_psf(name: str) -> galsim.GSObject:
     """The PSF of conf/instrument/<name>.yaml in pixel units of that instrument, unit flux."""
-    from fitnet.runtime import load_group
-
     instrument = load_group("instrument", name)
     psf = build_psf(instrument.psf, f"conf/instrument/{name}.yaml psf").withFlux(1.0)
     return psf.dilate(1.0 / float(instrument.pixel_scale))

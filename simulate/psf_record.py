@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 import galsim
 import numpy as np
 
+from sersic_runtime.errors import ConfigError, UserError
+
 RECORD_VERSION = 1
 #: Config ``_target_`` names a PSF may be built from (the user's and the packaged configs).
 CONFIG_TARGETS = {
@@ -96,8 +98,8 @@ MAX_ARRAY_SIZE = 4096**2  # values: a PSF image larger than this is not a PSF re
 MAX_DEPTH = 32  # nesting of a record's nodes
 
 
-class PSFRecordError(ValueError):
-    """A PSF config or record names something outside the allow-list, or cannot be built."""
+class PSFRecordError(UserError):
+    """A PSF record names something outside the allow-list, or cannot be built."""
 
 
 def build_psf(spec, key: str = "instrument.psf") -> galsim.GSObject:
@@ -105,10 +107,10 @@ def build_psf(spec, key: str = "instrument.psf") -> galsim.GSObject:
     conf/instrument gives it); ``key`` names the option in messages."""
     spec = _plain(spec)
     if not isinstance(spec, Mapping) or "_target_" not in spec:
-        raise PSFRecordError(f"{key} must be a profile with _target_ (one of {_allowed_targets()})")
+        raise ConfigError(f"{key} must be a profile with _target_ (one of {_allowed_targets()})")
     target = spec["_target_"]
     if target not in CONFIG_TARGETS:
-        raise PSFRecordError(
+        raise ConfigError(
             f"{key}._target_={target!r} is not allowed: choose from {_allowed_targets()}"
         )
     if target == "simulate.psf.image_psf":

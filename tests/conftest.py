@@ -11,7 +11,7 @@ import h5py
 import pytest
 from hydra import compose, initialize_config_dir
 
-from fitnet.runtime import config_dir
+from sersic_runtime.configs import config_dir
 from simulate.priors import FIT_LABELS
 
 #: The configs as the installed package has them (the repository's conf/).
@@ -94,9 +94,9 @@ def interrupted(monkeypatch, owner, name: str, at: int):
 
 def train_killed_in_second_epoch(cfg, output_dir, monkeypatch) -> None:
     """Run ``train`` and interrupt it (KeyboardInterrupt) as its second epoch starts."""
-    from fitnet import train
+    from fitnet import train, training
 
-    with interrupted(monkeypatch, train, "_train_epoch", at=2):
+    with interrupted(monkeypatch, training, "_train_epoch", at=2):
         train.run(cfg, output_dir)
 
 

@@ -11,7 +11,7 @@ from astropy.io import fits
 import fitnet
 from fitnet.inference import Predictor
 from fitnet.inputs import InputError, StampMaker
-from fitnet.runtime import UserError
+from sersic_runtime.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from conftest import compose_config, interrupted, other_simulators_copy, read_pa
 
 pytest.importorskip("pyimfit")
 
-from fitnet import baseline  # noqa: E402
+from fitnet import baseline_fits  # noqa: E402
 from fitnet.baseline import run as run_baseline  # noqa: E402
 from fitnet.data import DataError  # noqa: E402
 
@@ -40,7 +40,7 @@ def test_fits_land_near_the_truth(tiny_data, tmp_path):
 
 
 def test_resumes_after_interruption(tiny_data, tmp_path, monkeypatch):
-    with interrupted(monkeypatch, baseline, "_fit_chunk", at=2):
+    with interrupted(monkeypatch, baseline_fits, "_fit_chunk", at=2):
         run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))
     assert not (tmp_path / "fits.csv").exists()
     table = run_baseline(baseline_config(tiny_data, tmp_path / "fits.csv", "limit=4"))

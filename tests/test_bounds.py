@@ -64,7 +64,8 @@ def test_test_split_carries_bounds(sim_config, tmp_path):
 
 
 def test_bad_bounds_config(sim_config):
-    from simulate.config import ConfigError, validate
+    from sersic_runtime.errors import ConfigError
+    from simulate.config import validate
 
     with pytest.raises(ConfigError, match=r"bounds\.splits=.* may only name train, val and test"):
         validate(sim_config("bounds.splits=[tests]"))

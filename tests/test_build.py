@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import TINY_SIM, compose_config, counted, run_module
 
-from fitnet import build, train
+from fitnet import build, training
 from fitnet.checkpoint import load
 
 #: The simulate overrides of TINY_SIM that are not the prior's (the build sets its prior).
@@ -52,7 +52,7 @@ def test_a_build_packages_a_calibrated_model_with_its_card(built):
 def test_a_finished_build_run_again_does_nothing(built, monkeypatch):
     out, _ = built
     before = (out / "build.json").read_text()
-    calls = counted(monkeypatch, train, "run")
+    calls = counted(monkeypatch, training, "train")
     build.run(tiny_build(out))
     assert calls == [] and (out / "build.json").read_text() == before
 
@@ -68,11 +68,11 @@ def test_a_killed_training_stage_resumes_from_its_last_checkpoint(tmp_path, monk
     cfg = tiny_build(out, "budget.refine_galaxies=0", "budget.calibrate_galaxies=0",
                      "budget.epochs=[2,1]")  # fmt: skip
     with monkeypatch.context() as m:
-        counted(m, train, "fit_epoch", interrupt_at=2)  # Ctrl-C in the first stage's 2nd epoch
+        counted(m, training, "fit_epoch", interrupt_at=2)  # Ctrl-C in the first stage's 2nd epoch
         with pytest.raises(KeyboardInterrupt):
             build.run(cfg)
     assert (out / "train" / "1-full_cpu" / "last.pt").is_file()
-    calls = counted(monkeypatch, train, "fit_epoch")
+    calls = counted(monkeypatch, training, "fit_epoch")
     build.run(cfg)
     assert len(calls) == 2  # the first stage's second epoch, the second stage's one
     assert load(out / "train" / "1-full_cpu" / "last.pt")["epoch"] == 2
@@ -119,6 +119,6 @@ def test_out_of_time_counts_the_next_epoch():
     import time
 
     now = time.monotonic()
-    assert not train.out_of_time(None, now - 1e6, {"seconds": 1e6})
-    assert train.out_of_time(1.0, now - 30, {"seconds": 40})  # 30 s + 40 s > 60 s
-    assert not train.out_of_time(1.0, now - 10, {"seconds": 20})
+    assert not training.out_of_time(None, now - 1e6, {"seconds": 1e6})
+    assert training.out_of_time(1.0, now - 30, {"seconds": 40})  # 30 s + 40 s > 60 s
+    assert not training.out_of_time(1.0, now - 10, {"seconds": 20})

@@ -46,14 +46,22 @@ def test_a_negative_psf_size_is_refused(tmp_path):
     failed_with_one_line(result, "instrument.psf.fwhm=-0.1 is not allowed: must be a size > 0")
 
 
-def test_the_error_is_written_to_the_run_log(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_module(
-        "fitnet.predict", "input=missing.fits", "output=c.csv", f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )  # fmt: skip
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path):
+    result = run_module("fitnet.predict", "input=missing.fits", "output=c.csv", cwd=tmp_path)
     failed_with_one_line(result, "input missing.fits does not exist")
-    assert "input missing.fits does not exist" in (run_dir / "predict.log").read_text()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_failed_multirun_keeps_each_jobs_log(tmp_path):
+    result = run_module(
+        "fitnet.predict", "-m", "input=missing.fits", "output=c.csv",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "input missing.fits does not exist"
+        in (tmp_path / "sweep" / "0" / "predict.log").read_text()
+    )
 
 
 def test_a_required_option_is_named(tmp_path):
@@ -107,3 +115,39 @@ def test_help_of_train_lists_its_groups_and_choices(tmp_path):
         in result.stdout
     )
     assert "epochs:" in result.stdout and "optim.lr:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "key", "close"),
+    [
+        ("fitnet.predict", ["input=cutouts/", "outptu=cat.csv"], "outptu", "output"),
+        ("fitnet.merge", ["input=cats/", "outptu=all.fits"], "outptu", "output"),
+        ("fitnet.calibrate", ["dat=a.h5", "output=c.pt"], "dat", "data"),
+        ("fitnet.baseline", ["outptu=fits.csv"], "outptu", "output"),
+    ],
+)
+def test_a_misspelt_option_of_a_command_with_required_options(tmp_path, module, args, key, close):
+    result = run_module(module, *args, cwd=tmp_path)
+    line = failed_with_one_line(result, f"'{key}' is not an option of python -m {module}")
+    assert f"did you mean {close}" in line
+
+
+def test_a_double_dash_option_says_options_are_key_value(tmp_path):
+    result = run_module("fitnet.predict", "--input", "x.fits", cwd=tmp_path)
+    failed_with_one_line(result, "--input: options are key=value, e.g. input=...")
+
+
+def test_a_bare_word_is_offered_as_the_first_required_option(tmp_path):
+    result = run_module("fitnet.pretrained", "best.pt", cwd=tmp_path)
+    failed_with_one_line(result, "best.pt: options are key=value, e.g. ckpt=best.pt")
+
+
+def test_a_glob_with_brackets_says_how_to_quote_it(tmp_path):
+    result = run_module("fitnet.predict", "input=tiles/t[0-3].fits", "output=c.csv", cwd=tmp_path)
+    failed_with_one_line(result, """'input="tiles/t[0-3].fits"'""")
+
+
+def test_a_quoted_glob_with_brackets_is_read(tmp_path):
+    (tmp_path / "tiles").mkdir()
+    result = run_module("fitnet.predict", 'input="tiles/t[0-3].fits"', "output=c.csv", cwd=tmp_path)
+    failed_with_one_line(result, "input tiles/t[0-3].fits does not exist")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulate.config import ConfigError, split_ranges, validate
+from sersic_runtime.errors import ConfigError
+from simulate.config import split_ranges, validate
 from simulate.pipeline import run_simulation
 
 
@@ -30,7 +31,10 @@ from simulate.pipeline import run_simulation
         ("workers=-1", r"workers=-1"),
         ("instrument.psf.fwhm=-0.1", r"instrument\.psf\.fwhm=-0\.1 .*must be a size > 0"),
         ("instrument.psf._target_=galsim.Gaussian", r"GalSim could not build it .*beta"),
-        ("instrument.psf._target_=galsim.NoSuchProfile", r"GalSim could not build it"),
+        (
+            "instrument.psf._target_=galsim.NoSuchProfile",
+            r"is not allowed: choose from galsim.Moffat",
+        ),
     ],
 )
 def test_bad_values_raise(sim_config, override, match):

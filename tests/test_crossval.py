@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from fitnet import checkpoint
 from fitnet.crossval import fold_rows
-from fitnet.runtime import UserError
 from fitnet.train import run as train
+from sersic_runtime.errors import UserError
 
 NLL = ["loss=gaussian_nll", "epochs=2"]
 

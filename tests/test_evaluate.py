@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import compose_config, other_simulators_copy, read_params, run_module
 
-from fitnet import pretrained
+from fitnet import pretrained, runtime
 from fitnet.evaluate import run as run_evaluate
 from fitnet.metrics import binned, report, summarize
 
@@ -45,8 +45,10 @@ def test_default_data_is_the_training_test_split(tiny_ckpt, tmp_path):
 def test_shipped_model_defaults_to_the_default_data_set(
     tiny_ckpt, tiny_data, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(
-        pretrained, "DEFAULT", pretrained.export(tiny_ckpt, tmp_path / "shipped.pt")
+    monkeypatch.setitem(
+        runtime.SHIPPED,
+        runtime.DEFAULT_MODEL,
+        pretrained.export(tiny_ckpt, tmp_path / "shipped.pt"),
     )
     other = tmp_path / "other"  # not the folder the checkpoint was trained on
     other.mkdir()

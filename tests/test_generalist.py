@@ -77,7 +77,7 @@ def test_the_checkpoint_records_its_inputs_and_psf_range(generalist_ckpt):
 
 
 def test_the_psf_range_ignores_a_nan_fwhm_of_older_files(tmp_path):
-    from fitnet.train import psf_fwhm_range
+    from fitnet.training import psf_fwhm_range
 
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f["params/psf_fwhm"] = [2.0, np.nan, 5.0]
@@ -165,12 +165,41 @@ def test_the_python_api_takes_the_psf_too(generalist_ckpt, cutouts):
 
 
 def test_shipped_models_are_found_by_name(monkeypatch, tmp_path):
-    from fitnet import pretrained
-    from fitnet.checkpoint import CheckpointError
+    from fitnet import runtime
     from fitnet.runtime import checkpoint_paths
+    from sersic_runtime.errors import UserError
 
-    monkeypatch.setitem(pretrained.SHIPPED, "generalist", tmp_path / "generalist.pt")
-    with pytest.raises(CheckpointError, match=r"ckpt=generalist: this installation has no"):
+    monkeypatch.setitem(runtime.SHIPPED, "generalist", tmp_path / "generalist.pt")
+    with pytest.raises(UserError, match=r"ckpt=generalist: this installation has no"):
         checkpoint_paths("generalist")
     (tmp_path / "generalist.pt").write_bytes(b"")
     assert checkpoint_paths("generalist") == [tmp_path / "generalist.pt"]
+
+
+def test_without_a_zero_point_the_catalogue_gives_flux_and_no_mag(
+    generalist_ckpt, cutouts, tmp_path
+):
+    folder, psf = cutouts
+    with fits.open(folder / "c0.fits") as hdul:
+        header = hdul[0].header.copy()
+        del header["MAGZERO"]
+        fits.writeto(tmp_path / "nozp.fits", hdul[0].data, header)
+    result, table = predict(
+        generalist_ckpt, tmp_path, f"input={tmp_path / 'nozp.fits'}", f"psf={psf}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mag" not in table.colnames and "mag_err" not in table.colnames
+    assert np.isfinite(table["flux"][0]) and np.isfinite(table["re"][0])
+    assert "no zero point" in result.stdout and "0 of them not measured" in result.stdout
+
+
+def test_a_pixel_scale_that_disagrees_with_the_header_is_refused(
+    generalist_ckpt, cutouts, tmp_path
+):
+    folder, psf = cutouts
+    result, _ = predict(
+        generalist_ckpt, tmp_path, f"input={folder}", f"psf={psf}", "pixel_scale=0.2"
+    )
+    assert result.returncode == 2
+    assert "pixel_scale=0.2 disagrees with the header of" in result.stderr
+    assert "(0.1 arcsec/pixel), which wins" in result.stderr

@@ -14,8 +14,8 @@ from scipy import ndimage
 
 from fitnet.noise import CorrelatedNoise, MapNoise, from_file
 from fitnet.quality import Checker
+from sersic_runtime.errors import ConfigError
 from simulate.bounds import fisher_matrix, label_bounds
-from simulate.config import ConfigError
 from simulate.noise import CCDModel, CorrelatedModel, noise_model, power_spectrum
 from simulate.pipeline import config_digest, run_simulation
 from simulate.render import StampRenderer

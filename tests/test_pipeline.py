@@ -189,7 +189,8 @@ def test_companions_off_leave_the_digest_unchanged(sim_config):
 
 
 def test_bad_companion_ranges_are_refused(sim_config):
-    from simulate.config import ConfigError, validate
+    from sersic_runtime.errors import ConfigError
+    from simulate.config import validate
 
     with pytest.raises(ConfigError, match=r"companions\.distance_px=\[9\.0, 5\.0\]"):
         validate(sim_config("companions.distance_px=[9,5]"))

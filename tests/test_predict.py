@@ -21,6 +21,7 @@ from fitnet.inputs import (
     hdf5_pixel_scale,
 )
 from fitnet.predict import run as run_predict
+from sersic_runtime.errors import UserError
 
 
 def predict_config(*overrides):
@@ -155,7 +156,7 @@ def test_without_checks_any_nan_pixel_leaves_a_row_unmeasured(tiny_ckpt, test_im
     data = test_images[0].copy()
     data[0, 0] = np.inf
     cutout(tmp_path / "bad.fits", data)
-    with pytest.raises(InputError, match=r"bad\.fits.*1 NaN, infinite or masked pixels"):
+    with pytest.raises(InputError, match=r"bad\.fits.*1 NaN or infinite pixels"):
         predict_file(tiny_ckpt, tmp_path / "bad.fits", tmp_path / "c.csv", "quality=none")
 
 
@@ -226,8 +227,27 @@ def test_fits_without_a_pixel_scale_is_never_assumed(tiny_ckpt, test_images, tmp
     folder = tmp_path / "folder"
     folder.mkdir()
     cutout(folder / "bare.fits", test_images[0], scale=None)
+    cutout(folder / "good.fits", test_images[1])
     table = predict_file(tiny_ckpt, folder, tmp_path / "c.csv")
     assert table["flag"][0] == FLAG_PIXEL_SCALE and "no pixel scale" in table["problem"][0]
+
+
+def test_a_run_that_measures_no_row_fails_with_the_reason(tiny_ckpt, test_images, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("a", "b"):
+        cutout(folder / f"{name}.fits", test_images[0], scale=None)
+    with pytest.raises(UserError, match=r"no row of input=.*folder could be measured \(pixel_scale "
+                       r"on 2 of 2 rows; first: .*a\.fits: no pixel scale"):  # fmt: skip
+        predict_file(tiny_ckpt, folder, tmp_path / "c.csv")
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_a_pixel_scale_that_disagrees_with_the_header_is_one_line(tiny_ckpt, test_images, tmp_path):
+    cutout(tmp_path / "a.fits", test_images[0], scale=0.06)
+    with pytest.raises(InputError, match=r"pixel_scale=0.2 disagrees with the header of .*a\.fits "
+                       r"\(0.06 arcsec/pixel\), which wins"):  # fmt: skip
+        predict_file(tiny_ckpt, tmp_path / "a.fits", tmp_path / "c.csv", "pixel_scale=0.2")
 
 
 def test_fits_catalogue_keeps_full_metadata_keys(tiny_ckpt, tiny_data, tmp_path):
@@ -322,14 +342,14 @@ def test_hdf5_pixel_scale_attribute_names():
     assert hdf5_pixel_scale({"zeropoint": 25.0}) is None
 
 
-def test_a_mask_marks_bad_pixels_for_a_file_and_a_folder(tiny_ckpt, test_images, tmp_path):
+def test_a_mask_marks_pixels_for_a_file_and_a_folder(tiny_ckpt, test_images, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "masks").mkdir()
     cutout(tmp_path / "in" / "a.fits", test_images[0])
     cutout(tmp_path / "in" / "b.fits", test_images[1])
     few, many = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
-    few[0, :10] = 1  # 10 pixels: replaced by noise
-    many[:20] = 1  # 31%: no measurement
+    few[0, :10] = 1  # 10 pixels
+    many[:20] = 1  # 31%: the user's decision, measured all the same
     fits.PrimaryHDU(few).writeto(tmp_path / "masks" / "a.fits")
     fits.PrimaryHDU(many).writeto(tmp_path / "masks" / "b.fits")
     folder = run_predict(
@@ -338,15 +358,16 @@ def test_a_mask_marks_bad_pixels_for_a_file_and_a_folder(tiny_ckpt, test_images,
             f"output={tmp_path / 'c.csv'}",
         )
     )  # fmt: skip
-    assert folder["invalid_fraction"][0] == pytest.approx(10 / 64**2)
-    assert folder["flag"][1] == BITS["invalid_pixels"] and np.isnan(folder["re"][1])
+    assert folder["mask_fraction"][0] == pytest.approx(10 / 64**2)
+    assert list(folder["invalid_fraction"]) == [0, 0]
+    assert not folder["flag"][1] & BITS["invalid_pixels"] and np.isfinite(folder["re"][1])
     one = run_predict(
         predict_config(
             f"ckpt={tiny_ckpt}", f"input={tmp_path / 'in' / 'a.fits'}",
             f"mask={tmp_path / 'masks' / 'a.fits'}", f"output={tmp_path / 'c.csv'}",
         )
     )  # fmt: skip
-    assert one["invalid_fraction"][0] == folder["invalid_fraction"][0]
+    assert one["mask_fraction"][0] == folder["mask_fraction"][0]
     with pytest.raises(
         InputError, match=r"mask .*b\.fits has shape \(64, 64\); the image has \(80, 80\)"
     ):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fitnet.runtime import compose_config
+from sersic_runtime.configs import compose_config
 from simulate.config import validate
 from simulate.psf_record import build_psf, from_record, record
 

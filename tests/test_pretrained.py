@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import compose_config, run_module
 
-from fitnet import pretrained
-from fitnet.checkpoint import CheckpointError, load
+from fitnet import pretrained, runtime
+from fitnet.checkpoint import load
 from fitnet.predict import run as run_predict
+from sersic_runtime.errors import UserError
 
 
 def test_export_drops_resume_state(tiny_ckpt, tmp_path):
@@ -19,9 +20,8 @@ def test_export_drops_resume_state(tiny_ckpt, tmp_path):
 
 
 def test_predict_without_ckpt_uses_the_shipped_model(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        pretrained, "DEFAULT", pretrained.export(tiny_ckpt, tmp_path / "shipped.pt")
-    )
+    slim = pretrained.export(tiny_ckpt, tmp_path / "shipped.pt")
+    monkeypatch.setitem(runtime.SHIPPED, runtime.DEFAULT_MODEL, slim)
     cfg = compose_config(
         "predict",
         [
@@ -35,14 +35,14 @@ def test_predict_without_ckpt_uses_the_shipped_model(tiny_ckpt, tiny_data, tmp_p
 
 
 def test_missing_shipped_model_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "DEFAULT", tmp_path / "none.pt")
-    with pytest.raises(CheckpointError, match=r"no pretrained model at .*none\.pt; pass ckpt=PATH"):
-        pretrained.default_checkpoint()
+    monkeypatch.setitem(runtime.SHIPPED, runtime.DEFAULT_MODEL, tmp_path / "none.pt")
+    with pytest.raises(UserError, match=r"ckpt=candels_h: this installation has no .*none\.pt"):
+        runtime.checkpoint_paths(None)
 
 
-@pytest.mark.parametrize("name", sorted(pretrained.SHIPPED))
+@pytest.mark.parametrize("name", sorted(runtime.SHIPPED))
 def test_every_shipped_model_loads_with_what_prediction_reads(name):
-    ckpt = load(pretrained.shipped_checkpoint(name))
+    ckpt = load(runtime.shipped_checkpoint(name))
     assert ckpt["targets"] and "optimizer" not in ckpt
     if name == "generalist":  # its PSF range flags PSFs it was not trained on
         lo, hi = ckpt["instrument"]["psf_fwhm_range_px"]
@@ -50,11 +50,11 @@ def test_every_shipped_model_loads_with_what_prediction_reads(name):
 
 
 def test_the_command_writes_only_the_file_it_is_given(tiny_ckpt, tmp_path):
-    shipped = {name: path.read_bytes() for name, path in pretrained.SHIPPED.items()}
+    shipped = {name: path.read_bytes() for name, path in runtime.SHIPPED.items()}
     result = run_module("fitnet.pretrained", f"ckpt={tiny_ckpt}", "output=mine.pt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert load(tmp_path / "mine.pt")["exported_from"] == str(tiny_ckpt)
-    assert {name: path.read_bytes() for name, path in pretrained.SHIPPED.items()} == shipped
+    assert {name: path.read_bytes() for name, path in runtime.SHIPPED.items()} == shipped
 
 
 def test_the_command_needs_an_output(tiny_ckpt, tmp_path):

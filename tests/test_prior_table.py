@@ -7,7 +7,8 @@ import pytest
 from astropy.table import Table
 from conftest import TINY_SIM, compose_config, read_params
 
-from simulate.config import ConfigError, validate
+from sersic_runtime.errors import ConfigError
+from simulate.config import validate
 from simulate.pipeline import config_digest, run_simulation
 from simulate.priors import ReferenceTable, draw_parameters, reflect
 

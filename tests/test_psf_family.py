@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import read_params
 
-from simulate.config import ConfigError
+from sersic_runtime.errors import ConfigError
 from simulate.pipeline import run_simulation
 from simulate.psf_family import FAMILIES, draw_psf
 

@@ -10,7 +10,8 @@ from astropy.io import fits
 from conftest import TINY_SIM, compose_config
 from omegaconf import OmegaConf
 
-from simulate.config import ConfigError, check_psf
+from sersic_runtime.errors import ConfigError
+from simulate.config import check_psf
 from simulate.pipeline import config_digest, run_simulation
 from simulate.psf_record import from_record
 from simulate.render import StampRenderer

@@ -11,7 +11,7 @@ from conftest import compose_config
 
 from fitnet.flags import BITS, names
 from fitnet.quality import Checker, out_of_range, uninformative, validate
-from fitnet.runtime import UserError
+from sersic_runtime.errors import UserError
 
 RMS = 0.0145  # e-/s per pixel, the model's noise rms in these tests
 SIZE = 64  # pixel, the model's stamp

@@ -16,7 +16,7 @@ from conftest import compose_config, run_module
 
 from fitnet.checkpoint import FORMAT, CheckpointError, load, save
 from fitnet.optimizers import make_optimizer
-from fitnet.runtime import UserError
+from sersic_runtime.errors import ConfigError, UserError
 from simulate.config import validate
 from simulate.psf_record import PSFRecordError, build_psf, from_record, record
 
@@ -153,9 +153,7 @@ def test_a_record_rebuilds_the_psf_exactly(psf):
 def test_a_config_names_only_allowed_psf_classes(tmp_path):
     marker = tmp_path / "marker"
     cfg = compose_config("simulate", ["instrument.psf._target_=os.makedirs", f"+instrument.psf.name={marker}"])  # fmt: skip
-    with pytest.raises(
-        PSFRecordError, match=r"instrument.psf._target_='os.makedirs' is not allowed"
-    ):
+    with pytest.raises(ConfigError, match=r"instrument.psf._target_='os.makedirs' is not allowed"):
         validate(cfg)
     assert not marker.exists()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SIM, run_module
 
-from simulate.config import ConfigError
+from sersic_runtime.errors import UserError
 from simulate.io import SPLITS
 from simulate.pipeline import run_simulation
 
@@ -63,13 +63,13 @@ def test_a_rerun_shard_renders_nothing(sim_config, tmp_path):
 @pytest.mark.parametrize("shard", ["-1", "3"])
 def test_shard_outside_its_range_is_refused(sim_config, shard):
     with pytest.raises(
-        ConfigError, match=rf"shard={shard} is not allowed: must lie in \[0, shards=3\)"
+        UserError, match=rf"shard={shard} is not allowed: must lie in \[0, shards=3\)"
     ):
         run_simulation(sim_config("shards=3", f"shard={shard}"), progress=False)
 
 
 def test_shards_below_one_is_refused(sim_config):
-    with pytest.raises(ConfigError, match="shards=0 is not allowed"):
+    with pytest.raises(UserError, match="shards=0 is not allowed"):
         run_simulation(sim_config("shards=0"), progress=False)
 
 

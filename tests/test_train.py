@@ -15,7 +15,7 @@ from conftest import compose_config, counted, interrupted, run_module, train_kil
 from omegaconf import OmegaConf
 
 from fitnet import caching, compute
-from fitnet import train as train_module
+from fitnet import training as train_module
 from fitnet.checkpoint import CheckpointError, load, load_model
 from fitnet.data import (
     DataError,
@@ -28,9 +28,9 @@ from fitnet.data import (
 )
 from fitnet.labels import LabelScaler, TargetError, calibration_scale, parse_targets
 from fitnet.models import BoundedOutputs
-from fitnet.runtime import UserError
-from fitnet.train import TrainConfigError
 from fitnet.train import run as train
+from fitnet.training import TrainConfigError
+from sersic_runtime.errors import UserError
 
 
 def test_train_all_targets_writes_checkpoints_and_logs(train_config, tmp_path):
@@ -91,7 +91,7 @@ def test_batches_of_two_folders_hold_both_splits_in_order(tiny_data, tmp_path, m
 def test_train_on_a_list_of_folders(train_config, tiny_data, tmp_path, caplog):
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)
-    caplog.set_level("INFO", logger="fitnet.train")
+    caplog.set_level("INFO", logger="fitnet.training")
     train(train_config(f"data_dir=[{tiny_data},{other}]"), tmp_path / "run")
     assert "64 train / 8 val stamps" in caplog.text
     config = OmegaConf.create(load(tmp_path / "run" / "best.pt")["config"])
@@ -507,3 +507,21 @@ def test_an_unbounded_head_is_recorded_as_such(train_config, tmp_path):
     train(train_config("bounded_head=false"), tmp_path / "run")
     model, _, _, payload = load_model(tmp_path / "run" / "last.pt")
     assert payload["output_bounds"] is None and not isinstance(model, BoundedOutputs)
+
+
+def test_the_progress_bar_follows_the_epochs_running_loss(train_config, tmp_path, monkeypatch):
+    shown = []
+
+    class Bar:
+        def __init__(self, iterable, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, **values):
+            shown.append(values["loss"])
+
+    monkeypatch.setattr(train_module, "tqdm", Bar)
+    train(train_config("progress=true"), tmp_path / "run")
+    assert len(shown) >= 4 and len(set(shown)) > 1  # 32 stamps in batches of 8: every batch

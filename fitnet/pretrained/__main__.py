@@ -15,7 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..runtime import UserError, command
+from sersic_runtime.commands import command
+from sersic_runtime.errors import UserError
+
 from . import export
 
 log = logging.getLogger("fitnet.pretrained")

@@ -1,0 +1,208 @@
+"""A catalogue from new images (``python -m fitnet.predict``).
+
+The command, its options and what it writes: ``fitnet/predict.py`` and conf/predict.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from sersic_runtime.errors import UserError
+from sersic_runtime.files import atomic_path
+from sersic_runtime.options import as_list, check_shards, positive
+
+from .catalogue import MANIFEST, write_table
+from .flags import BITS
+from .flags import names as flag_names
+from .generalist import generalist_catalogue
+from .inference import Predictor, catalogue
+from .runtime import checkpoint_paths, resolve_device
+from .survey import expand, open_mosaics, read_sources, survey_catalogue
+
+log = logging.getLogger(__name__)
+
+
+#: the options that name one file per input in a folder run (``output=`` a folder)
+PER_INPUT = ("catalog", "weight", "rms", "mask", "segmap")
+
+
+def predict(cfg: DictConfig):
+    """Predict every image of ``cfg.input`` and write the catalogue(s); return the table (in a
+    folder run, the list of catalogues written by this job)."""
+    if folder_output(cfg.output):
+        return run_per_input(cfg)
+    if cfg.shard is not None:
+        raise UserError(f"shard={cfg.shard} is for output= a folder (one catalogue per input)")
+    return predict_once(cfg)
+
+
+def folder_output(output) -> bool:
+    """``output=`` is a folder (``cats/``, or an existing directory): one catalogue per input."""
+    return isinstance(output, str) and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+
+
+def per_input_jobs(cfg: DictConfig) -> list[dict]:
+    """Every input of a folder run, with its own map and catalogue files and its output."""
+    inputs = expand(cfg.input)
+    folder, suffix = Path(cfg.output), "." + cfg.catalogue_format.lstrip(".")
+    files = {}
+    for key in PER_INPUT:
+        if cfg[key] is not None:
+            files[key] = expand(cfg[key])
+            if len(files[key]) != len(inputs):
+                raise UserError(
+                    f"{key}= names {len(files[key])} file(s) for {len(inputs)} input(s): with "
+                    "output= a folder, give one per input, in the same order"
+                )
+    names = [Path(p).name.split(".")[0] for p in inputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"inputs share the name {twice[0]!r}: each catalogue in {folder} is "
+                        "named after its input; give inputs of distinct names")  # fmt: skip
+    return [{"input": str(p), "output": str(folder / f"{n}{suffix}"),
+             **{k: v[i] for k, v in files.items()}} for i, (p, n) in enumerate(zip(inputs, names, strict=True))]  # fmt: skip
+
+
+def run_per_input(cfg: DictConfig) -> list[str]:
+    """One catalogue per input of this job's share (``shard`` of ``shards``); a manifest of all."""
+    check_shards(cfg.shards, cfg.shard)
+    jobs = per_input_jobs(cfg)
+    folder = Path(cfg.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / MANIFEST) as tmp:  # every job writes the same manifest
+        tmp.write_text(json.dumps({"inputs": jobs}, indent=1))
+    mine = jobs if cfg.shard is None else jobs[cfg.shard :: cfg.shards]
+    written, predictor = [], None
+    for job in mine:
+        if Path(job["output"]).exists():
+            log.info("%s exists: %s not measured again", job["output"], job["input"])
+            continue
+        predictor = predictor or load_predictor(cfg)  # loaded once for all the inputs
+        predict_once(OmegaConf.merge(cfg, job), predictor)
+        written.append(job["output"])
+    log.info("%d of %d inputs measured by this job (%d of them already done); catalogues in %s",
+             len(mine), len(jobs), len(mine) - len(written), folder)  # fmt: skip
+    return written
+
+
+def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
+    """Predict every image of ``cfg.input`` into the catalogue(s) ``cfg.output``, with
+    ``predictor`` (default: the one ``cfg`` names)."""
+    outputs = as_list(cfg.output)
+    input_scale = positive("input_scale", cfg.input_scale)
+    pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
+    predictor = predictor or load_predictor(cfg)
+    start = time.perf_counter()
+    if predictor.needs_psf or cfg.get("psf") is not None:  # the PSF-conditioned generalist
+        table = predict_with_psf(cfg, predictor, pixel_scale)
+    elif cfg.catalog is not None:  # a mosaic and its source catalogue
+        table = survey_catalogue(
+            predictor,
+            open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap),
+            read_sources(cfg.catalog),
+            cfg.columns,
+            cfg.batch_size[predictor.device.type],
+            quality=cfg.quality,
+            input_scale=input_scale,
+            pad_seed=cfg.pad_seed,
+            pixel_scale=pixel_scale,
+            allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            progress=cfg.progress,
+        )
+    else:
+        if cfg.weight is not None or cfg.rms is not None or cfg.segmap is not None:
+            raise UserError("weight=, rms= and segmap= are maps of a mosaic: give catalog= too")
+        if len(as_list(cfg.input)) > 1:
+            raise UserError("a list of inputs needs catalog= (mosaics); cutouts go in one folder")
+        table = catalogue(
+            predictor,
+            cfg.input,
+            cfg.batch_size[predictor.device.type],
+            input_scale=input_scale,
+            pad_seed=cfg.pad_seed,
+            quality=cfg.quality,
+            pixel_scale=pixel_scale,
+            allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            mask=cfg.mask,
+            progress=cfg.progress,
+        )
+    seconds = time.perf_counter() - start
+    measured = measured_rows(table, predictor.labels)
+    if len(table) and not measured.any():
+        raise UserError(f"no row of input={cfg.input} could be measured ({why_unmeasured(table)}); "
+                        "nothing written")  # fmt: skip
+    for path in outputs:
+        write_table(table, path)
+    flagged = int((table["flag"] != 0).sum())
+    skipped = int((~measured).sum())
+    log.info(
+        "predicted %s for %d images (%d flagged, %d of them not measured) in %.1f s "
+        "(%.0f images/s); wrote %s",
+        predictor.labels,
+        len(table),
+        flagged,
+        skipped,
+        seconds,
+        len(table) / max(seconds, 1e-9),
+        ", ".join(map(str, outputs)),
+    )
+    return table
+
+
+def measured_rows(table, labels) -> np.ndarray:
+    """Rows (bool) with at least one label measured (a finite value)."""
+    columns = [
+        np.isfinite(np.asarray(table[c], dtype=float)) for c in labels if c in table.colnames
+    ]
+    return np.logical_or.reduce(columns) if columns else np.zeros(len(table), dtype=bool)
+
+
+def why_unmeasured(table) -> str:
+    """The commonest flag bit of the rows, with how many rows and the first row's problem."""
+    counts = Counter(name for flag in table["flag"] for name in flag_names(int(flag)))
+    if not counts:
+        return "no flag set"
+    name, count = counts.most_common(1)[0]
+    first = next(
+        str(p) for f, p in zip(table["flag"], table["problem"], strict=True) if int(f) & BITS[name]
+    )
+    return f"{name} on {count} of {len(table)} rows; first: {first}"
+
+
+def load_predictor(cfg: DictConfig) -> Predictor:
+    """The checkpoint(s) ``cfg.ckpt`` on ``cfg.device``."""
+    return Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble)
+
+
+def predict_with_psf(cfg: DictConfig, predictor: Predictor, pixel_scale):
+    """The catalogue of cutouts measured by a PSF-conditioned model with ``cfg.psf``."""
+    if cfg.get("psf") is None:
+        raise UserError(
+            f"{predictor.paths[0]} takes the PSF as an input: give psf=psf.fits (a FITS image of "
+            "the cutouts' PSF)"
+        )
+    if cfg.catalog is not None or cfg.weight is not None or cfg.rms is not None:
+        raise UserError(
+            "ckpt=generalist measures cutouts: catalog=, weight= and rms= are not for it"
+        )
+    return generalist_catalogue(
+        predictor,
+        cfg.input,
+        cfg.batch_size[predictor.device.type],
+        psf=cfg.psf,
+        pixel_scale=pixel_scale,
+        zero_point=cfg.get("zero_point"),
+        psf_includes_pixel=cfg.get("psf_includes_pixel", True),
+        quality=cfg.quality,
+        pad_seed=cfg.pad_seed,
+        mask=cfg.mask,
+        progress=cfg.progress,
+    )
