@@ -25,8 +25,11 @@ from sersic_runtime.configs import load_group
 from sersic_runtime.errors import UserError
 from sersic_runtime.options import positive
 
-from .generalist import generalist_catalogue
-from .inference import Predictor, catalogue
+from .generalist import zero_point_of
+from .inference import Predictor
+from .inputs import first_fits
+from .measure import FIT_MODES, Measurer, Settings, measure_cutouts
+from .psfs import psfs_for
 from .runtime import checkpoint_paths, resolve_device
 
 
@@ -75,54 +78,55 @@ class Model:
         pad_seed: int = 0,
         mask=None,
         checks: bool = True,
+        fit: str = "auto",
         progress: bool = False,
         psf=None,
         zero_point: float | None = None,
+        gain: float | None = None,
         psf_includes_pixel: bool = True,
     ) -> Table:
         """The catalogue of ``images`` (see the module docstring).
 
         ``pixel_scale``: arcsec / pixel of images that do not state one (arrays, FITS headers
-        without a WCS or scale keyword); it must match the model's. ``input_scale``: factor
-        that turns the pixels into e-/s per pixel. ``pad_seed`` seeds the noise that pads
-        small images. ``mask`` (non-zero = bad pixel): arrays of the images' shapes, or for
-        FITS input a FITS mask (a folder of them for a folder). ``checks``: the checks of conf/quality (``flag`` and ``problem`` say
-        what they found; docs/guide/predict.md, "Flags").
+        without a WCS or scale keyword); for the specialist it must match the model's.
+        ``input_scale``: factor that turns the pixels into e-/s per pixel (the specialist).
+        ``pad_seed`` seeds the noise that pads small images. ``mask`` (non-zero = leave the
+        pixel out): arrays of the images' shapes, or for FITS input a FITS mask (a folder of
+        them for a folder). ``checks``: the checks of conf/quality (``flag`` and ``problem``
+        say what they found; docs/guide/predict.md, "Flags"). ``fit``: ``auto``, ``all`` or
+        ``none``, the Sersic fit to each row's pixels (conf/fit).
 
-        For a PSF-conditioned model (``fitnet.load("generalist")``): ``psf``, a FITS image of
-        the cutouts' PSF (``psf_includes_pixel``: an effective PSF, as PSFEx, PIFF and stars
-        give); ``pixel_scale`` the cutouts' arcsec / pixel (else their header's); ``zero_point``
-        the AB mag of one image unit summed (else the header's MAGZERO, MAGZPT or ZP; without
-        one, fluxes only). Pixels may be in any units (``input_scale`` is not used).
+        For a PSF-conditioned model (``fitnet.load("generalist")``): ``psf``, the cutouts' PSF
+        (a FITS image, cube or folder, a PSFEx or PIFF model; ``psf_includes_pixel``: an
+        effective PSF, as PSFEx, PIFF and stars give); ``pixel_scale`` the cutouts' arcsec /
+        pixel (else their header's); ``zero_point`` the AB mag of one image unit summed (else
+        the header's MAGZERO, MAGZPT or ZP; without one, fluxes only); ``gain`` the counts per
+        image unit (else the header's GAIN). Pixels may be in any units.
         """
-        if self.predictor.needs_psf or psf is not None:
-            if psf is None:
-                raise UserError("this model takes the PSF as an input: give psf='psf.fits'")
-            return generalist_catalogue(
-                self.predictor, images, self.batch_size, psf=psf,
-                pixel_scale=positive("pixel_scale", pixel_scale, allow_null=True),
-                zero_point=zero_point, psf_includes_pixel=psf_includes_pixel,
-                quality=self.quality if checks else None, pad_seed=pad_seed, mask=mask,
-                progress=progress,
-            )  # fmt: skip
-        return catalogue(
-            self.predictor,
-            images,
-            self.batch_size,
-            input_scale=positive("input_scale", input_scale),
-            pad_seed=pad_seed,
-            quality=self.quality if checks else None,
-            pixel_scale=positive("pixel_scale", pixel_scale, allow_null=True),
-            allow_mismatch=allow_pixel_scale_mismatch,
-            mask=mask,
-            progress=progress,
-        )
+        predictor = self.predictor
+        if psf is not None and not predictor.needs_psf:
+            raise UserError("psf= is for a PSF-conditioned model (fitnet.load('generalist'))")
+        pixel_scale = positive("pixel_scale", pixel_scale, allow_null=True)
+        zp = zero_point_of(first_fits(images)[1], zero_point) if predictor.needs_psf else None
+        settings = Settings(load_group("fit", fit) if fit in FIT_MODES else _bad_fit(fit),
+                            self.quality if checks else None, zp, gain, self.batch_size)  # fmt: skip
+        psfs = psfs_for(predictor.needs_psf, images, psf, psf_includes_pixel)
+        return measure_cutouts(
+            Measurer(predictor, settings), images,
+            input_scale=positive("input_scale", input_scale), pad_seed=pad_seed,
+            pixel_scale=pixel_scale, allow_mismatch=allow_pixel_scale_mismatch, mask=mask,
+            psfs=psfs, progress=progress,
+        )  # fmt: skip
+
+
+def _bad_fit(fit):
+    raise UserError(f"fit={fit!r} is not allowed: choose from {', '.join(FIT_MODES)}")
 
 
 def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
     """The shipped pretrained model, a shipped one by name (``"generalist"``), or the
-    checkpoint(s) at ``path`` (one path or a list of single-target ones). ``device``: auto, cpu or cuda; ``amp``: bfloat16 autocast (default
-    from conf/inference)."""
+    checkpoint(s) at ``path`` (one path or a list of single-target ones). ``device``: auto,
+    cpu or cuda; ``amp``: bfloat16 autocast (default from conf/inference)."""
     inference = load_group("inference")
     device = resolve_device(device)
     predictor = Predictor(checkpoint_paths(path), device, inference.amp if amp is None else amp)

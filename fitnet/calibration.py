@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from sersic_runtime.configs import load_group
 from sersic_runtime.errors import UserError
 from sersic_runtime.options import as_list
 
 from . import checkpoint
 from .data import DataError, describe_split, read_labels
-from .inference import Predictor, catalogue
+from .inference import Predictor
 from .labels import validate_calibration
+from .measure import measure_file
 from .metrics import calibration, standard_scores
 from .runtime import checkpoint_paths, resolve_device
 
@@ -62,7 +64,8 @@ def standard_scores_on(predictor: Predictor, path: Path, batch_size: int, qualit
     mag; None when mag is not a label)."""
     true = read_labels(path, predictor.labels)
     desc = f"calibrate {path.name}"
-    table = catalogue(predictor, path, batch_size, quality=quality, progress=progress, desc=desc)
+    network_only = load_group("fit", "none")  # the network's own sigmas are calibrated
+    table = measure_file(predictor, path, network_only, quality, batch_size, progress, desc)
     good = np.asarray(table["flag"]) == 0
     scores = np.stack(
         [

@@ -19,8 +19,9 @@ from sersic_runtime.files import atomic_path
 
 from .catalogue import write_table
 from .data import DataError, describe_split, read_labels
-from .inference import Predictor, catalogue
+from .inference import Predictor
 from .labels import spec_error
+from .measure import measure_file
 from .metrics import markdown, report, summarize
 from .plots import plot_gallery, plot_history, plot_residuals
 from .runtime import checkpoint_paths, resolve_device
@@ -72,8 +73,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # a file without the noiseless S/N still gets every magnitude bin; its S/N bins stay empty
     true.setdefault("snr", np.full(len(true["mag"]), np.nan))
     batch_size = cfg.batch_size[predictor.device.type]
-    table = catalogue(
-        predictor, data, batch_size, quality=cfg.quality, progress=cfg.progress, desc="evaluate"
+    table = measure_file(
+        predictor, data, cfg.fit, cfg.quality, batch_size, cfg.progress, "evaluate"
     )
     good = np.asarray(table["flag"]) == 0
     if not good.any():

@@ -30,11 +30,10 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from sersic_runtime.errors import UserError
-from simulate.stamps import pad_or_crop, placement
+from simulate.stamps import placement
 
 from .data import open_images
 from .flags import BITS
-from .quality import Checker
 
 log = logging.getLogger(__name__)
 
@@ -67,101 +66,30 @@ class InputError(UserError):
 
 
 @dataclass
-class Stamp:
-    """One input image, ready for the model. ``image`` is None when the row has no
-    measurement; ``flag`` may be set with an image (a warning the row carries)."""
+class Cutout:
+    """One image of the input as read, before anything is done to it: its pixels in input
+    units and what is known about them (the read stage; ``fitnet.stamps`` makes the stamps)."""
 
-    source: str  # file name (and HDU / plane) or HDF5 index
-    image: np.ndarray | None
-    flag: int = 0
+    source: str  # file name (and HDU / plane), HDF5 index, or the mosaic and catalogue row
+    data: np.ndarray | None  # input units; None: nothing to measure (``flag`` says why)
+    mask: np.ndarray | None = None  # the user's mask (non-zero: leave the pixel out)
+    padding: np.ndarray | None = None  # bool: not of the image (beyond its edge, noise padding)
+    rms: np.ndarray | None = None  # noise rms per pixel (a weight or rms map), input units
+    others: np.ndarray | None = None  # bool: other sources' pixels, per a segmentation map
+    origin: tuple[float, float] = (0.0, 0.0)  # input-image pixel (x, y) of data[0, 0]
+    pixel_scale: float | None = None  # arcsec / pixel
+    psf: np.ndarray | None = None  # the row's own effective PSF image (an HDF5 file's /psf)
+    header: object = None  # the FITS header, if any (zero point, gain)
+    index: int = 0  # the row's number in the input
+    flag: int = 0  # reading problems (fitnet.flags): unreadable, not_2d, pixel_scale, off_image
     problem: str = ""
-    columns: dict = field(default_factory=dict)  # what the checks measured (quality.COLUMNS)
-    footprint: np.ndarray | None = None  # the target's pixels of ``image`` (bool), if found
-    replaced: np.ndarray | None = None  # pixels of ``image`` replaced by noise (bool), if any
-    masked: np.ndarray | None = None  # pixels of ``image`` in the user's mask (bool), if any
-    psf: np.ndarray | None = None  # the PSF input of a PSF-conditioned model (unit sum), if any
+    columns: dict = field(default_factory=dict)  # what reading measured (a segmap's neighbours)
+    alone: bool = False  # the whole input (one 2-D FITS image): an unusable one is an InputError
 
 
-#: Reading problems that make a single image given alone an error rather than a flagged row.
-UNUSABLE = FLAG_UNREADABLE | FLAG_NOT_2D | FLAG_NONFINITE
-
-
-def note(stamp: Stamp) -> None:
-    """Log a flagged row: skipped (no measurement) or measured with a warning."""
-    if stamp.flag:
-        log.warning(
-            "%s %s: %s",
-            "skipping" if stamp.image is None else "flagged",
-            stamp.source,
-            stamp.problem,
-        )
-
-
-def flagged(source: str, name: str, detail: str) -> Stamp:
-    """A row without a measurement, for the reason ``name`` (a fitnet.flags bit)."""
-    return Stamp(source, None, BITS[name], f"{name}: {source}: {detail}")
-
-
-@dataclass
-class StampMaker:
-    """Brings images to the model's stamp size; padding gets reproducible background noise.
-
-    With a ``checker`` (``quality.Checker``) every image is also checked, recentred and cleaned
-    of neighbours (docs/guide/predict.md, "Flags"); without one, NaN or infinite pixels make a
-    row without a measurement."""
-
-    stamp_size: int  # pixel
-    noise_rms: float  # e-/s per pixel
-    input_scale: float = 1.0  # multiply input pixels by this to get e-/s per pixel
-    seed: int = 0
-    checker: Checker | None = None
-    # e-/s per pixel: the least background rms the model was trained on (noise_rms when None)
-    depth_rms: float | None = None
-
-    def __post_init__(self):
-        self._rng = np.random.default_rng(self.seed)
-
-    def __call__(self, source: str, data, mask=None, padding=None) -> Stamp:
-        """The stamp of image ``data``, whose NaN or infinite pixels are not data; ``mask``
-        (same shape, non-zero = masked) marks the user's masked pixels, replaced by noise;
-        ``padding`` (bool, same shape) marks noise that pads a smaller cutout (data to the
-        network, left out of the checks' residual)."""
-        data = np.asarray(data, dtype=np.float32)
-        if data.ndim != 2:
-            return flagged(source, "not_2d", f"data has shape {data.shape}, expected a 2-D image")
-        if data.size == 0:
-            return flagged(source, "unreadable", "image is empty")
-        invalid, masked = ~np.isfinite(data), None
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.shape != data.shape:
-                return flagged(
-                    source, "unreadable", f"mask of shape {mask.shape}, image {data.shape}"
-                )
-            masked = (mask != 0) & ~invalid
-        if self.checker is not None:
-            stamp, check = self.checker(
-                data * self.input_scale, invalid, self._rng, padding, masked
-            )
-            problem = "; ".join(check.details)
-            return Stamp(source, stamp, check.flag, problem, check.columns, check.footprint,
-                         check.replaced, check.masked)  # fmt: skip
-        if invalid.any():
-            return flagged(source, "invalid_pixels", f"{int(invalid.sum())} NaN or infinite pixels")
-        if masked is not None and masked.any():
-            data = data.copy()
-            data[masked] = self._rng.normal(
-                0.0, self.noise_rms / self.input_scale, int(masked.sum())
-            )
-        data = data * self.input_scale
-        if data.shape == (self.stamp_size, self.stamp_size):
-            return Stamp(source, data)
-        background = None
-        if data.shape[0] < self.stamp_size or data.shape[1] < self.stamp_size:
-            background = self._rng.normal(
-                0.0, self.noise_rms, (self.stamp_size, self.stamp_size)
-            ).astype(np.float32)
-        return Stamp(source, pad_or_crop(data, self.stamp_size, background))
+def unread(source: str, name: str, detail: str, index: int = 0) -> Cutout:
+    """A row without pixels, for the reading problem ``name`` (a fitnet.flags bit)."""
+    return Cutout(source, None, flag=BITS[name], problem=f"{name}: {source}: {detail}", index=index)
 
 
 def fits_pixel_scale(header) -> float | None:
@@ -218,36 +146,26 @@ def _first_image_hdu(hdul, path: Path):
     raise InputError(f"{path} holds no image data")
 
 
-def iter_stamps(
-    images,
-    maker: StampMaker,
-    model_scale: float,
-    allow_mismatch: bool = False,
-    pixel_scale: float | None = None,
-    mask=None,
-) -> Iterator[Stamp]:
-    """Stamps of every image of ``images`` in input order (see ``Reader`` and the module
-    docstring)."""
-    reader = Reader(maker, model_scale, allow_mismatch, pixel_scale)
-    return reader.stamps(images, mask)
-
-
 @dataclass
 class Reader:
-    """Reads images into stamps with ``maker``, checking pixel scales against the model's
-    (arcsec / pixel). ``pixel_scale`` is the scale of images that do not state one: arrays,
+    """Reads images into Cutouts, checking pixel scales against the model's (arcsec / pixel). ``pixel_scale`` is the scale of images that do not state one: arrays,
     and FITS headers without a celestial WCS or scale keyword; without it such images are
     refused (a single input) or flagged (a member of a folder or list), never assumed to be at
     the model's scale."""
 
-    maker: StampMaker
     model_scale: float
     allow_mismatch: bool = False
     pixel_scale: float | None = None
     #: whose ``model_scale`` is, and what to do about another (``scale_mismatch``); None: the model's
     reference: str | None = None
+    rows: int = 0  # rows read so far: the next row's index
 
-    def stamps(self, images, mask=None) -> Iterator[Stamp]:
+    def cutout(self, source: str, data, mask=None, **known) -> Cutout:
+        """The next row's Cutout (numbered in input order)."""
+        self.rows += 1
+        return Cutout(source, data, mask, index=self.rows - 1, **known)
+
+    def cutouts(self, images, mask=None) -> Iterator[Cutout]:
         """``images``: a path (HDF5 file, FITS file or folder of FITS files), a 2-D array (one
         image), a 3-D array (a stack), or a list of 2-D arrays and paths. ``mask`` (non-zero
         = bad pixel): for a FITS file, a FITS mask of its shape (or of one plane of a cube);
@@ -268,11 +186,12 @@ class Reader:
             )
             if message and not self.allow_mismatch:
                 raise InputError(message)
+        scale = self.pixel_scale or self.model_scale
         for k, member in enumerate(members):
             if isinstance(member, (str, Path)):
                 yield from self._member(Path(member), None)
             else:
-                yield self.maker(f"[{k}]", member, masks[k])
+                yield self.cutout(f"[{k}]", member, masks[k], pixel_scale=scale)
 
     @staticmethod
     def _array_masks(mask, count: int) -> list:
@@ -287,7 +206,7 @@ class Reader:
             raise InputError(f"{len(masks)} masks for {count} images: give one per image")
         return masks
 
-    def _path(self, path: Path, mask) -> Iterator[Stamp]:
+    def _path(self, path: Path, mask) -> Iterator[Cutout]:
         if not path.exists():
             raise InputError(f"input {path} does not exist")
         if mask is not None and not Path(mask).exists():
@@ -313,7 +232,7 @@ class Reader:
                 f"a FITS file ({', '.join(FITS_SUFFIXES)}) or a folder of FITS files"
             )
 
-    def _hdf5(self, path: Path) -> Iterator[Stamp]:
+    def _hdf5(self, path: Path) -> Iterator[Cutout]:
         with open_images(path) as f:
             ds = f["images"]
             scale = hdf5_pixel_scale(f.attrs)
@@ -331,23 +250,24 @@ class Reader:
             chunk = max(1, (64 * 2**20) // (ds.shape[1] * ds.shape[2] * 4))  # about 64 MB at a time
             sizes = rendered_sizes(f, len(ds))
             psfs = f["psf"] if "psf" in f else None  # a PSF per stamp (psf_family)
+            scale = scale or self.pixel_scale or self.model_scale
             for start in range(0, len(ds), chunk):
                 block = ds[start : start + chunk]
                 psf_block = None if psfs is None else psfs[start : start + chunk]
                 for k, image in enumerate(block):
-                    padding = padding_mask(image.shape, sizes[start + k])
-                    stamp = self.maker(f"{path.name}[{start + k}]", image, padding=padding)
-                    if psf_block is not None:
-                        stamp.psf = psf_block[k]
-                    note(stamp)
-                    yield stamp
+                    row = start + k
+                    cutout = self.cutout(f"{path.name}[{row}]", image,
+                                         padding=padding_mask(image.shape, sizes[row]),
+                                         pixel_scale=scale,
+                                         psf=None if psf_block is None else psf_block[k])  # fmt: skip
+                    yield cutout
 
-    def _fits_file(self, path: Path, mask, alone: bool = False) -> Iterator[Stamp]:
-        """The stamps of one FITS file: one for a 2-D image, one per plane of a cube. A problem
-        with the file as a whole is an InputError, and so is an unusable 2-D image when the
-        file is the whole input (``alone``)."""
+    def _fits_file(self, path: Path, mask, alone: bool = False) -> Iterator[Cutout]:
+        """The rows of one FITS file: one for a 2-D image, one per plane of a cube. A problem
+        with the file as a whole is an InputError; a 2-D image that is the whole input is
+        marked ``alone`` (an unusable one is an InputError too)."""
         with _open_fits(path) as hdul:
-            index, hdu = _first_image_hdu(hdul, path)
+            hdu_index, hdu = _first_image_hdu(hdul, path)
             header_scale = fits_pixel_scale(hdu.header)
             message = _scale_problem(str(path), header_scale, self.model_scale, self.pixel_scale,
                                      reference=self.reference)  # fmt: skip
@@ -358,34 +278,30 @@ class Reader:
             except Exception as err:  # noqa: BLE001
                 raise InputError(f"{path}: cannot read the image data: {err}") from err
             bad = read_mask(mask, data.shape) if mask is not None else None
+            scale = header_scale or self.pixel_scale or self.model_scale
+            header = hdu.header.copy()
             if data.ndim == 2:
                 # a folder's or list's member is named by its file, as its row's source
-                stamp = self.maker(
-                    f"{path.name}[{index}]" if alone else path.name, np.array(data), bad
-                )
-                if alone and stamp.image is None and stamp.flag & UNUSABLE:
-                    raise InputError(stamp.problem)
-                if alone:
-                    note(stamp)  # a member's row is noted by _member
-                yield stamp
+                name = f"{path.name}[{hdu_index}]" if alone else path.name
+                yield self.cutout(name, np.array(data), bad, pixel_scale=scale, header=header,
+                                  alone=alone)  # fmt: skip
             elif data.ndim == 3:  # a cube of cutouts, one per plane
                 for plane in range(data.shape[0]):
                     plane_bad = None if bad is None else (bad if bad.ndim == 2 else bad[plane])
-                    stamp = self.maker(
-                        f"{path.name}[{index}][{plane}]", np.array(data[plane]), plane_bad
-                    )
-                    note(stamp)
-                    yield stamp
+                    yield self.cutout(f"{path.name}[{hdu_index}][{plane}]",
+                                      np.array(data[plane]), plane_bad, pixel_scale=scale,
+                                      header=header)  # fmt: skip
             else:
                 raise InputError(
                     f"{path}: image data has shape {data.shape}, expected 2-D or a 3-D cube"
                 )
 
-    def _member(self, path: Path, mask) -> Iterator[Stamp]:
-        """The stamps of one FITS file of a folder or list: a problem with the file flags its
+    def _member(self, path: Path, mask) -> Iterator[Cutout]:
+        """The rows of one FITS file of a folder or list: a problem with the file flags its
         row (one row) instead of stopping the whole input."""
+        start = self.rows
         try:
-            stamps = list(self._fits_file(path, mask))
+            cutouts = list(self._fits_file(path, mask))
         except InputError as err:
             text = str(err).replace(str(path), path.name)
             name = "unreadable"
@@ -393,10 +309,10 @@ class Reader:
                 name = "pixel_scale"
             elif "expected 2-D" in text:
                 name = "not_2d"
-            stamps = [Stamp(path.name, None, BITS[name], f"{name}: {text}")]
-        for stamp in stamps:
-            note(stamp)
-            yield stamp
+            self.rows = start + 1
+            cutouts = [Cutout(path.name, None, flag=BITS[name], problem=f"{name}: {text}",
+                              index=start)]  # fmt: skip
+        yield from cutouts
 
 
 def rendered_sizes(f, count: int) -> np.ndarray:
@@ -533,3 +449,14 @@ def _fits_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES)
     )
+
+
+def hdf5_has_psfs(images) -> bool:
+    """Whether ``images`` is an HDF5 file that carries a PSF per stamp (``/psf``)."""
+    if not isinstance(images, (str, Path)) or not str(images).lower().endswith(HDF5_SUFFIXES):
+        return False
+    try:
+        with h5py.File(images, "r") as f:
+            return "psf" in f
+    except OSError:
+        return False

@@ -22,10 +22,13 @@ from sersic_runtime.options import as_list, check_shards, positive
 from .catalogue import MANIFEST, write_table
 from .flags import BITS
 from .flags import names as flag_names
-from .generalist import generalist_catalogue
-from .inference import Predictor, catalogue
+from .generalist import ZERO_POINT_KEYWORDS, zero_point_of
+from .inference import Predictor
+from .inputs import first_fits
+from .measure import Measurer, Settings, measure_cutouts, measure_mosaics
+from .psfs import psf_source, psfs_for
 from .runtime import checkpoint_paths, resolve_device
-from .survey import expand, open_mosaics, read_sources, survey_catalogue
+from .survey import expand, open_mosaics, read_sources
 
 log = logging.getLogger(__name__)
 
@@ -100,40 +103,34 @@ def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
     input_scale = positive("input_scale", cfg.input_scale)
     pixel_scale = positive("pixel_scale", cfg.pixel_scale, allow_null=True)
     predictor = predictor or load_predictor(cfg)
-    start = time.perf_counter()
-    if predictor.needs_psf or cfg.get("psf") is not None:  # the PSF-conditioned generalist
-        table = predict_with_psf(cfg, predictor, pixel_scale)
-    elif cfg.catalog is not None:  # a mosaic and its source catalogue
-        table = survey_catalogue(
-            predictor,
-            open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap),
-            read_sources(cfg.catalog),
-            cfg.columns,
-            cfg.batch_size[predictor.device.type],
-            quality=cfg.quality,
-            input_scale=input_scale,
-            pad_seed=cfg.pad_seed,
-            pixel_scale=pixel_scale,
-            allow_mismatch=cfg.allow_pixel_scale_mismatch,
-            progress=cfg.progress,
+    if cfg.get("psf") is not None and not predictor.needs_psf:
+        raise UserError(
+            "psf= is for a PSF-conditioned model (ckpt=generalist); this one has its own PSF"
         )
+    start = time.perf_counter()
+    if cfg.catalog is not None:  # a mosaic and its source catalogue
+        mosaics = open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap)
+        sources = read_sources(cfg.catalog)
+        measurer = Measurer(predictor, settings(cfg, predictor, mosaics[0].header))
+        table = measure_mosaics(
+            measurer, mosaics, sources, cfg.columns, input_scale=input_scale,
+            pad_seed=cfg.pad_seed, pixel_scale=pixel_scale,
+            allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            psfs=psf_source(cfg.get("psf"), len(sources), cfg.psf_includes_pixel)
+            if predictor.needs_psf else None, progress=cfg.progress,
+        )  # fmt: skip
     else:
         if cfg.weight is not None or cfg.rms is not None or cfg.segmap is not None:
             raise UserError("weight=, rms= and segmap= are maps of a mosaic: give catalog= too")
         if len(as_list(cfg.input)) > 1:
             raise UserError("a list of inputs needs catalog= (mosaics); cutouts go in one folder")
-        table = catalogue(
-            predictor,
-            cfg.input,
-            cfg.batch_size[predictor.device.type],
-            input_scale=input_scale,
-            pad_seed=cfg.pad_seed,
-            quality=cfg.quality,
-            pixel_scale=pixel_scale,
-            allow_mismatch=cfg.allow_pixel_scale_mismatch,
-            mask=cfg.mask,
-            progress=cfg.progress,
-        )
+        measurer = Measurer(predictor, settings(cfg, predictor, first_fits(cfg.input)[1]))
+        table = measure_cutouts(
+            measurer, cfg.input, input_scale=input_scale, pad_seed=cfg.pad_seed,
+            pixel_scale=pixel_scale, allow_mismatch=cfg.allow_pixel_scale_mismatch,
+            mask=cfg.mask, psfs=psfs_for(predictor.needs_psf, cfg.input, cfg.get("psf"),
+                                         cfg.psf_includes_pixel), progress=cfg.progress,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
     measured = measured_rows(table, predictor.labels)
     if len(table) and not measured.any():
@@ -182,27 +179,15 @@ def load_predictor(cfg: DictConfig) -> Predictor:
     return Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble)
 
 
-def predict_with_psf(cfg: DictConfig, predictor: Predictor, pixel_scale):
-    """The catalogue of cutouts measured by a PSF-conditioned model with ``cfg.psf``."""
-    if cfg.get("psf") is None:
-        raise UserError(
-            f"{predictor.paths[0]} takes the PSF as an input: give psf=psf.fits (a FITS image of "
-            "the cutouts' PSF)"
-        )
-    if cfg.catalog is not None or cfg.weight is not None or cfg.rms is not None:
-        raise UserError(
-            "ckpt=generalist measures cutouts: catalog=, weight= and rms= are not for it"
-        )
-    return generalist_catalogue(
-        predictor,
-        cfg.input,
-        cfg.batch_size[predictor.device.type],
-        psf=cfg.psf,
-        pixel_scale=pixel_scale,
-        zero_point=cfg.get("zero_point"),
-        psf_includes_pixel=cfg.get("psf_includes_pixel", True),
-        quality=cfg.quality,
-        pad_seed=cfg.pad_seed,
-        mask=cfg.mask,
-        progress=cfg.progress,
-    )
+def settings(cfg: DictConfig, predictor: Predictor, header) -> Settings:
+    """The measurement's settings of ``cfg``: the fit, the checks, the batch size, and for the
+    generalist the zero point and gain (given, else the first image's header)."""
+    zero_point = None
+    if predictor.needs_psf:
+        zero_point = zero_point_of(header, cfg.get("zero_point"))
+        if zero_point is None:
+            log.warning("no zero point (zero_point=, or a %s header keyword): the catalogue "
+                        "gives flux in the images' units, and no mag",
+                        "/".join(ZERO_POINT_KEYWORDS[:3]))  # fmt: skip
+    return Settings(cfg.fit, cfg.quality, zero_point, cfg.get("gain"),
+                    int(cfg.batch_size[predictor.device.type]))  # fmt: skip

@@ -44,7 +44,6 @@ from scipy.special import gammaincinv
 from sersic_runtime.errors import UserError
 
 from .flags import BITS
-from .residuals import excess_sigma
 
 MAD_TO_RMS = 1.4826  # rms of a Gaussian / its median absolute deviation
 MEDIAN_ERROR = 1.2533  # standard error of a median of N Gaussian values, in rms / sqrt(N)
@@ -60,6 +59,8 @@ class Check:
     footprint: np.ndarray | None = None  # the target's pixels in the stamp (bool), if found
     replaced: np.ndarray | None = None  # the stamp's pixels replaced by noise (bool), if any
     masked: np.ndarray | None = None  # the stamp's pixels of the user's mask (bool), if any
+    neighbours: np.ndarray | None = None  # the stamp's pixels of other sources (bool), if any
+    offset: tuple[int, int] = (0, 0)  # (row, column) of the image at the stamp's pixel (0, 0)
     checks: dict | None = None  # which checks may set their bit (conf quality.checks)
 
     def set(self, name: str, detail: str) -> None:
@@ -138,7 +139,7 @@ def validate(quality) -> None:
         if not quality[key] > 0:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
     for key in ("min_significance", "recentre_px", "min_context_px", "neighbour_dilate_px",
-                "no_sky_nsigma"):  # fmt: skip
+                "no_sky_nsigma", "noise_mask_nsigma"):  # fmt: skip
         if not quality[key] >= 0:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be >= 0")
     if not 0 < quality.max_masked_light <= 1:
@@ -152,12 +153,12 @@ def validate(quality) -> None:
     lo, hi = quality.noise_ratio
     if not 0 < lo < 1 < hi:
         raise UserError(f"quality.noise_ratio=[{lo}, {hi}] must satisfy 0 < low < 1 < high")
-    for key in ("max_chi2_sigma", "fit_floor_nsigma", "max_sigma_prior_std", "fit_moment_sigma_px"):
+    for key in ("max_chi2_sigma", "max_sigma_prior_std", "fit_moment_sigma_px"):
         if not quality[key] > 0:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be > 0")
-    for key, least in (("max_reduced_chi2", 1), ("fit_min_pixels", 1), ("fit_table_n_points", 2),
-                       ("fit_table_k_points", 2), ("fit_moment_iterations", 1),
-                       ("fit_model_error", 0), ("fit_footprint_nsigma", 0)):  # fmt: skip
+    for key, least in (("max_reduced_chi2", 1), ("fit_min_pixels", 1), ("fit_moment_iterations", 1),
+                       ("fit_model_error", 0), ("fit_footprint_nsigma", 0),
+                       ("noise_min_pixels", 1), ("noise_mask_grow_px", 0)):  # fmt: skip
         if not quality[key] >= least:
             raise UserError(f"quality.{key}={quality[key]!r} is not allowed: must be >= {least}")
     unknown = sorted(set(quality.checks) - set(BITS))
@@ -416,6 +417,7 @@ class Checker:
         if not self.on("off_centre"):
             shift = (0, 0)
         stamp = cut(raw, s, shift, rng, self.noise_rms)
+        c.offset = (h // 2 + shift[0] - s // 2, w // 2 + shift[1] - s // 2)  # window()'s rule
         not_data = bad if padding is None else bad | padding
         if not_data.any() or min(h, w) < s or shift != (0, 0):
             replaced = ~cut_mask(~not_data, s, shift)  # beyond the image too
@@ -567,6 +569,8 @@ class Checker:
             if bright and not c.flag & BITS["neighbours"]:
                 ratio = max(flux[k] for k in bright) / flux[own]
                 c.set("neighbours", f"a source of {ratio:.2g} x its flux touches its footprint")
+        if mask.any():
+            c.neighbours = mask
         if self.q.mask_neighbours and mask.any():
             stamp = stamp.copy()
             stamp[mask] = rng.normal(0.0, self.noise_rms, int(mask.sum()))
@@ -621,6 +625,12 @@ def cut_mask(mask: np.ndarray, size: int, shift) -> np.ndarray:
     out = np.zeros((size, size), dtype=bool)
     out[dy, dx] = mask[sy, sx]
     return out
+
+
+def excess_sigma(chi2, pixels) -> np.ndarray:
+    """How many standard deviations ``sqrt(2 N)`` a chi-square ``chi2 * N`` of N = ``pixels``
+    lies above its expectation N."""
+    return (np.asarray(chi2, dtype=float) - 1.0) * np.sqrt(np.asarray(pixels, dtype=float) / 2)
 
 
 def prediction_checks(table, predictor, quality):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,12 @@ from astropy.nddata.utils import overlap_slices
 from astropy.table import Table, hstack
 from astropy.wcs import WCS
 from scipy import ndimage
-from tqdm import tqdm
 
 from sersic_runtime.errors import UserError
 from sersic_runtime.options import as_list
 
 from .flags import BITS
-from .inference import checker_for, predict_table
-from .inputs import InputError, Stamp, StampMaker, fits_pixel_scale, scale_mismatch
+from .inputs import Cutout, InputError, fits_pixel_scale, given_scale_clash, scale_mismatch, unread
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +118,11 @@ class Mosaic:
         )
 
     def cutout(self, x: float, y: float, size: int):
-        """(data, masked, padding, rms) of the ``size`` square about pixel (x, y): data in the
-        mosaic's units (NaN beyond its edge, which is padding, and where there are no data: NaN
-        or zero weight), the pixels of the user's mask, the pixels
-        beyond the edge, and the noise rms per pixel from the weight or rms map (or None)."""
+        """(data, masked, padding, rms, origin) of the ``size`` square about pixel (x, y): data
+        in the mosaic's units (NaN beyond its edge, which is padding, and where there are no
+        data: NaN or zero weight), the pixels of the user's mask, the pixels beyond the edge,
+        the noise rms per pixel from the weight or rms map (or None), and the mosaic pixel
+        (x, y) of the cutout's first pixel."""
         # Cutout2D's own placement, reading only the overlapping pixels of the mosaic
         inside, cut = overlap_slices(self.data.shape, (size, size), (y, x), mode="partial")
         data = np.full((size, size), np.nan, dtype=np.float32)
@@ -142,7 +142,8 @@ class Mosaic:
             data[~np.isfinite(rms) & ~padding] = np.nan  # zero weight: no data
         if self.mask is not None:
             masked[cut] = np.asarray(self.mask[inside]) != 0
-        return data, masked, padding, rms
+        origin = (inside[1].start - cut[1].start, inside[0].start - cut[0].start)
+        return data, masked, padding, rms, (float(origin[0]), float(origin[1]))
 
     def segments(self, x: float, y: float, size: int) -> np.ndarray:
         """The segmentation map's labels (0 = sky, and beyond the edge) of the cutout about
@@ -173,16 +174,6 @@ def segmap_neighbours(data, labels, own: int, quality) -> tuple[np.ndarray, int,
     return mask, count, ratio
 
 
-def to_model_depth(data, rms, model_rms: float, input_scale: float, rng) -> np.ndarray:
-    """``data`` (input units) with Gaussian noise added where its ``rms`` (input units, NaN =
-    unknown) is below ``model_rms`` (e-/s per pixel: the model's, or the least of the depths it
-    was trained on), so that every pixel is within the model's depths; shallower pixels are left
-    as they are."""
-    target = model_rms / input_scale  # in input units
-    extra = np.sqrt(np.clip(target**2 - np.nan_to_num(rms, nan=target) ** 2, 0, None))
-    return (data + extra * rng.standard_normal(data.shape)).astype(np.float32)
-
-
 def assign(mosaics: list[Mosaic], sources: Table, columns):
     """For every catalogue row: the index of the mosaic it lies deepest inside (-1 when in
     none) and its 0-based pixel position (x, y) there (in the first mosaic when in none)."""
@@ -202,61 +193,58 @@ def assign(mosaics: list[Mosaic], sources: Table, columns):
     return np.where(inside, which, -1), x, y
 
 
-def stamps(mosaics: list[Mosaic], which, x, y, maker: StampMaker, input_scale: float, seed: int,
-           quality=None, ids=None):  # fmt: skip
-    """The Stamp of every catalogue row, cut from mosaic ``mosaics[which[k]]`` at (x, y): a
-    flagged row without a measurement for one outside every mosaic, a padded one flagged
-    ``off_image`` for a cutout over an edge. With a segmentation map, the pixels of other
-    segments become noise before the checks (the target's segment: ``ids``, the catalogue's
-    labels, else the label at its position)."""
-    rng = np.random.default_rng(seed)
+def mosaic_cutouts(mosaics: list[Mosaic], which, x, y, size: int, quality=None, ids=None,
+                   pixel_scale: float | None = None) -> Iterator[Cutout]:  # fmt: skip
+    """The Cutout of every catalogue row, ``size`` square, cut from mosaic ``mosaics[which[k]]``
+    at (x, y): a row without pixels for one outside every mosaic, flagged ``off_image``, and a
+    padded one, flagged too, for a cutout over an edge. With a segmentation map, the pixels of
+    other segments are the cutout's ``others`` (the target's segment: ``ids``, the
+    catalogue's labels, else the label at its position); a bright one touching the target sets
+    ``neighbours``, and ``n_neighbours`` and ``masked_fraction`` count them."""
     for k, (m, px, py) in enumerate(zip(which, x, y, strict=True)):
         if m < 0:
-            yield Stamp(
-                f"row {k}", None, BITS["off_image"],
-                f"off_image: ({px:.1f}, {py:.1f}) px is outside every mosaic",
-            )  # fmt: skip
+            yield unread(
+                f"row {k}", "off_image", f"({px:.1f}, {py:.1f}) px is outside every mosaic", k
+            )
             continue
         mosaic = mosaics[m]
-        source = f"{mosaic.path.name}[{k}]"  # the k-th catalogue row
-        data, masked, padding, rms = mosaic.cutout(px, py, maker.stamp_size)
-        # padding: background noise of the model's rms, as for any small cutout
-        data[padding] = rng.normal(0.0, maker.noise_rms / input_scale, int(padding.sum()))
-        if rms is not None:
-            data = to_model_depth(data, rms, maker.depth_rms or maker.noise_rms, input_scale, rng)
-        if mosaic.segmap is None:
-            stamp = maker(source, data, masked, padding)
-        else:
-            stamp = segmented_stamp(mosaic, maker, source, data, masked, padding, (px, py),
-                                    None if ids is None else ids[k], quality, rng)  # fmt: skip
+        data, masked, padding, rms, origin = mosaic.cutout(px, py, size)
+        scale = fits_pixel_scale(mosaic.header) or pixel_scale
+        cutout = Cutout(f"{mosaic.path.name}[{k}]", data, masked, padding, rms, origin=origin,
+                        pixel_scale=scale, header=mosaic.header, index=k)  # fmt: skip
         if padding.any():
-            stamp.flag |= BITS["off_image"]
-            detail = f"off_image: the cutout runs {int(padding.sum())} px off the image's edge"
-            stamp.problem = "; ".join(p for p in (stamp.problem, detail) if p)
-        yield stamp
+            add_reading_problem(
+                cutout, "off_image", f"the cutout runs {int(padding.sum())} px off the image's edge"
+            )
+        if mosaic.segmap is not None:
+            segment_neighbours(
+                mosaic, cutout, (px, py), size, None if ids is None else ids[k], quality
+            )
+        yield cutout
 
 
-def segmented_stamp(mosaic, maker, source, data, masked, padding, position, own, quality, rng):
-    """The Stamp of a cutout whose neighbours, per the segmentation map, are replaced by noise
-    first (left out of the residual as padding is); a bright one touching the target sets
-    ``neighbours``, and n_neighbours and masked_fraction count them."""
-    size = maker.stamp_size
+def add_reading_problem(cutout: Cutout, name: str, detail: str) -> None:
+    cutout.flag |= BITS[name]
+    cutout.problem = "; ".join(p for p in (cutout.problem, f"{name}: {detail}") if p)
+
+
+def segment_neighbours(mosaic, cutout: Cutout, position, size: int, own, quality) -> None:
+    """The other segments of the segmentation map in ``cutout`` (``others``), counted; a
+    bright one touching the target flags ``neighbours``."""
     labels = mosaic.segments(*position, size)
     if own is None:
         own = int(labels[size // 2, size // 2])  # overlap_slices puts the position there
-    mask, count, ratio = segmap_neighbours(data, labels, int(own), quality)
-    data = data.copy()
-    data[mask] = rng.normal(0.0, maker.noise_rms / maker.input_scale, int(mask.sum()))
-    stamp = maker(source, data, masked, padding | mask)
-    if stamp.image is None:
-        return stamp
-    stamp.columns["n_neighbours"] = stamp.columns.get("n_neighbours", 0) + count
-    stamp.columns["masked_fraction"] = stamp.columns.get("masked_fraction", 0.0) + mask.mean()
-    if ratio >= quality.neighbour_flux_ratio and quality.checks.get("neighbours", True):
-        stamp.flag |= BITS["neighbours"]
-        detail = f"neighbours: a segment of {ratio:.2g} x its flux touches it (segmap)"
-        stamp.problem = "; ".join(p for p in (stamp.problem, detail) if p)
-    return stamp
+    mask, count, ratio = segmap_neighbours(cutout.data, labels, int(own), quality)
+    cutout.others = mask
+    cutout.columns.update(n_neighbours=count, masked_fraction=float(mask.mean()))
+    if (
+        quality is not None
+        and ratio >= quality.neighbour_flux_ratio
+        and quality.checks.get("neighbours", True)
+    ):
+        add_reading_problem(
+            cutout, "neighbours", f"a segment of {ratio:.2g} x its flux touches it (segmap)"
+        )
 
 
 def survey_table(sources: Table, table: Table, x, y, mosaic=None) -> Table:
@@ -282,22 +270,11 @@ def survey_table(sources: Table, table: Table, x, y, mosaic=None) -> Table:
     return out
 
 
-def survey_catalogue(
-    predictor,
-    mosaics: list[Mosaic],
-    sources: Table,
-    columns,
-    batch_size: int,
-    *,
-    quality,
-    input_scale: float,
-    pad_seed: int,
-    pixel_scale: float | None,
-    allow_mismatch: bool,
-    progress: bool,
-) -> Table:
-    """The catalogue of every row of ``sources`` measured on the mosaic it lies deepest in
-    (module docstring); ``pixel_scale`` (arcsec / pixel) for mosaics whose header states none."""
+def survey_cutouts(predictor, mosaics: list[Mosaic], sources: Table, columns, size: int, *,
+                   quality, pixel_scale: float | None, allow_mismatch: bool):  # fmt: skip
+    """The cutouts of every row of ``sources``, each on the mosaic it lies deepest in (module
+    docstring), and (which mosaic, x, y) of each row; ``pixel_scale`` (arcsec / pixel) for
+    mosaics whose header states none."""
     for mosaic in mosaics:
         check_scale(mosaic, predictor, pixel_scale, allow_mismatch)
     which, x, y = assign(mosaics, sources, columns)
@@ -306,17 +283,12 @@ def survey_catalogue(
         if columns.id not in sources.colnames:
             raise InputError(f"columns.id={columns.id}: the catalogue has no such column")
         ids = np.asarray(sources[columns.id], dtype=np.int64)
-    maker = StampMaker(
-        predictor.stamp_size,
-        predictor.noise_rms,
-        input_scale,
-        pad_seed,
-        checker_for(predictor, quality),
-        depth_rms=predictor.noise_range[0],
-    )
-    rows = stamps(mosaics, which, x, y, maker, input_scale, pad_seed, quality, ids)
-    with tqdm(total=len(sources), unit="src", desc="predict", disable=not progress) as bar:
-        table = predict_table(predictor, rows, batch_size, bar.update, quality)
+    return mosaic_cutouts(mosaics, which, x, y, size, quality, ids, pixel_scale), (which, x, y)
+
+
+def with_sources(sources: Table, table: Table, mosaics: list[Mosaic], placed) -> Table:
+    """The catalogue ``sources`` with the measured ``table`` beside it (``survey_table``)."""
+    which, x, y = placed
     names = np.array([mosaics[m].path.name if m >= 0 else "" for m in which])
     return survey_table(sources, table, x, y, names if len(mosaics) > 1 else None)
 
@@ -325,6 +297,9 @@ def check_scale(mosaic: Mosaic, predictor, pixel_scale, allow_mismatch: bool) ->
     """InputError unless the mosaic's pixel scale (its header's, else ``pixel_scale``) is the
     model's (or ``allow_mismatch``)."""
     scale = fits_pixel_scale(mosaic.header)
+    clash = given_scale_clash(str(mosaic.path), scale, pixel_scale)
+    if clash:
+        raise InputError(clash)
     if scale is None:
         if pixel_scale is None:
             raise InputError(
@@ -332,6 +307,8 @@ def check_scale(mosaic: Mosaic, predictor, pixel_scale, allow_mismatch: bool) ->
                 "pass pixel_scale="
             )
         scale = pixel_scale
+    if predictor.needs_psf:
+        return  # the generalist measures any pixel scale
     problem = scale_mismatch(str(mosaic.path), scale, predictor.pixel_scale)
     if problem and not allow_mismatch:
         raise InputError(problem)

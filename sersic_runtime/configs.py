@@ -19,8 +19,11 @@ def config_dir() -> Path:
 
 def load_group(group: str, name: str = "default"):
     """One config-group file (e.g. ``inference/default``) as an OmegaConf object, for code that
-    runs without Hydra (the Python API)."""
-    return OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    runs without Hydra (the Python API); a defaults list of files of the same group (``-
+    auto``) is merged under it, as Hydra merges it."""
+    data = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    bases = [e for e in data.pop("defaults", []) if isinstance(e, str) and e != "_self_"]
+    return OmegaConf.merge(*(load_group(group, base) for base in bases), data)
 
 
 def group_choices(group: str) -> list[str]:

@@ -159,6 +159,7 @@ def write_cutouts(out: Path, name: str, instrument, ranges, spec, rng, reach_re,
             image = image * (t / gain)  # e-/s -> ADU in the exposure
             header["MAGZERO"] = (float(instrument.spec.zero_point) + 2.5 * math.log10(t / gain),
                                  "AB mag of a source of 1 ADU summed")  # fmt: skip
+            header["GAIN"] = (gain, "e- per ADU")
         row.update(
             file=f"gal_{k:02d}.fits", x=(size - 1) / 2 + offset[0], y=(size - 1) / 2 + offset[1]
         )

@@ -81,12 +81,10 @@ def psf_pixel_scale(header, data_pixel_scale, pixel_scale=None, oversampling=Non
     return float(data_pixel_scale) / float(oversampling)
 
 
-def check_psf_image(array: np.ndarray, scale: float, data_pixel_scale: float, file,
-                    max_offset_px: float, max_edge_flux: float,
-                    key: str = "instrument.psf.file") -> tuple[float, float]:  # fmt: skip
-    """Raise ConfigError naming ``file`` (as option ``key``) unless the PSF image is usable;
+def check_psf_image(array: np.ndarray, scale: float, data_pixel_scale: float, where: str,
+                    max_offset_px: float, max_edge_flux: float) -> tuple[float, float]:  # fmt: skip
+    """Raise ConfigError naming ``where`` (``psf=psf.fits``) unless the PSF image is usable;
     return its centroid's offset (x, y) from the image centre in PSF pixels."""
-    where = f"{key}={file}"
     if array.ndim != 2 or min(array.shape) < 5:
         raise ConfigError(f"{where}: needs a 2-D image of at least 5 x 5 pixels, not {array.shape}")
     if not np.isfinite(array).all():
@@ -140,9 +138,17 @@ def image_psf(file: str, data_pixel_scale: float, max_offset_px: float, max_edge
     except (OSError, IndexError, TypeError, ValueError) as err:
         raise ConfigError(f"{key}={file}: not a readable FITS image ({err})") from err
     scale = psf_pixel_scale(header, data_pixel_scale, pixel_scale, oversampling)
-    cx, cy = check_psf_image(
-        array, scale, data_pixel_scale, file, max_offset_px, max_edge_flux, key
-    )
+    return array_psf(array, scale, data_pixel_scale, max_offset_px, max_edge_flux, interpolant,
+                     includes_pixel, f"{key}={file}")  # fmt: skip
+
+
+def array_psf(array: np.ndarray, scale: float, data_pixel_scale: float, max_offset_px: float,
+              max_edge_flux: float, interpolant: str, includes_pixel: bool = True,
+              where: str = "the PSF image") -> galsim.GSObject:  # fmt: skip
+    """The PSF of the image ``array`` sampled at ``scale`` arcsec per pixel, as ``image_psf``
+    makes it (checked by ``check_psf_image``, naming ``where``)."""
+    array = np.asarray(array, dtype=float)
+    cx, cy = check_psf_image(array, scale, data_pixel_scale, where, max_offset_px, max_edge_flux)
     image = galsim.Image(np.ascontiguousarray(array / array.sum()), scale=scale)
     psf = galsim.InterpolatedImage(
         image, x_interpolant=interpolant, offset=galsim.PositionD(cx, cy), normalization="flux"

@@ -36,11 +36,16 @@ def make_psf(instrument: DictConfig) -> galsim.GSObject:
     return build_psf(instrument.psf).withFlux(1.0)
 
 
-def transfer_function(psf: galsim.GSObject, pixel_scale: float, fft_size: int) -> np.ndarray:
+def transfer_function(
+    psf: galsim.GSObject, pixel_scale: float, fft_size: int, oversample: int = 1
+) -> np.ndarray:
     """The Fourier transform of the PSF convolved with the pixel, on the half-plane k-grid
-    of an ``fft_size`` box of ``pixel_scale`` arcsec pixels: array (fft_size, fft_size // 2 + 1)
-    with ky = -N/2 .. N/2 - 1 along rows and kx = 0 .. N/2 along columns (GalSim's layout)."""
+    of an ``fft_size`` box of ``pixel_scale`` arcsec pixels: array (N, N // 2 + 1) with
+    ky = -N/2 .. N/2 - 1 along rows and kx = 0 .. N/2 along columns (GalSim's layout), N =
+    ``fft_size * oversample``: the same k spacing, out to ``oversample`` times the Nyquist
+    frequency (the grid of a box ``oversample`` times finer, for models without aliasing)."""
     dk = 2 * math.pi / (fft_size * pixel_scale)  # 1 / arcsec
+    fft_size = fft_size * oversample
     bounds = galsim.BoundsI(0, fft_size // 2, -fft_size // 2, fft_size // 2 - 1)
     kimage = galsim.ImageCD(bounds, scale=dk)
     profile = galsim.Convolve(psf, galsim.Pixel(pixel_scale))

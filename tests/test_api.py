@@ -10,7 +10,8 @@ from astropy.io import fits
 
 import fitnet
 from fitnet.inference import Predictor
-from fitnet.inputs import InputError, StampMaker
+from fitnet.inputs import Cutout, InputError
+from fitnet.stamps import StampMaker
 from sersic_runtime.errors import UserError
 
 
@@ -46,16 +47,16 @@ def test_one_image_gives_one_row_with_units(model, images):
 
 
 def test_a_stamp_gives_what_the_predictor_gives(model, images):
-    table = model.predict(images[:3], pixel_scale=0.06, checks=False)
+    table = model.predict(images[:3], pixel_scale=0.06, checks=False, fit="none")
     values, _ = Predictor(model.predictor.paths, torch.device("cpu")).predict(images[:3])
     assert np.allclose(table["re"], values["re"], rtol=1e-6)
 
 
 def test_arrays_of_any_size_are_padded_or_cropped_as_on_the_command_line(model, images):
     small, large = images[0][5:-6, 5:-6], np.pad(images[1], 20)  # 53 x 53 and 104 x 104
-    table = model.predict([small, large], pixel_scale=0.06, checks=False)
+    table = model.predict([small, large], pixel_scale=0.06, checks=False, fit="none")
     maker = StampMaker(model.stamp_size, model.predictor.noise_rms)
-    stamps = np.stack([maker("a", small).image, maker("b", large).image])
+    stamps = np.stack([maker(Cutout("a", small)).image, maker(Cutout("b", large)).image])
     values, _ = model.predictor.predict(stamps)
     assert np.allclose(table["mag"], values["mag"], rtol=1e-6)
     assert list(table["flag"]) == [0, 0]

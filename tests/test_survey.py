@@ -153,13 +153,15 @@ def neighbour(mosaic, tmp_path_factory):
         seg[disc(data.shape, (180, 160), 8)] = 2
         fits.PrimaryHDU(seg, header).writeto(folder / f"seg_{name}.fits")
     Table({"x": [150.0], "y": [160.0], "number": [1]}).write(folder / "sources.csv")
+    (folder / "ivar.fits").write_bytes((mosaic / "ivar.fits").read_bytes())
     return folder
 
 
 def predict_neighbour(folder, *overrides):
     return predict(
-        folder, f"catalog={folder / 'sources.csv'}", "quality.checks.neighbours=true", *overrides
-    )
+        folder, f"catalog={folder / 'sources.csv'}", f"weight={folder / 'ivar.fits'}",
+        "quality.checks.neighbours=true", *overrides,
+    )  # fmt: skip
 
 
 def test_a_segmentation_map_replaces_the_neighbours_pixels(neighbour):

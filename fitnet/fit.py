@@ -1,0 +1,469 @@
+"""The batched Sersic fit: Levenberg-Marquardt on each row's own pixels, many rows at once.
+
+Each row brings its pixels ``data`` (image units), their inverse variance ``weight`` (0 where a
+pixel is not data: masked, invalid, a neighbour's, padding), the PSF x pixel transfer
+function on the FFT box (``transfer``; a PSF per row, or one for all), the ``gain`` that turns
+the model into counts for its own Poisson noise (0: none), and a starting point (the
+network's answer, or image moments). The model is a Sersic through that PSF
+(``sersic.SersicFourier``), drawn in the top-left W x W window of an N x N box (N = 2W, so
+the light the periodic box folds back comes from beyond W / 2 of the window's edge).
+
+Parameters, unbounded except n (projected onto GalSim's [0.3, 6.2]; a fit that ends there
+says so):
+
+====  =======================================================================================
+0     ln F: total flux, image units
+1     ln n
+2-4   alpha, beta, gamma: the shape matrix M = L L^T, L = [[e^alpha, 0], [gamma, e^beta]],
+      with kappa^2 = k^T M k; its eigenvalues are re^2 and (q re)^2 (pixel^2), its major
+      eigenvector the major axis (pa). Smooth through q = 1, where pa has no meaning.
+5, 6  x, y: centre, window pixels (0-based column and row, pixel centres at integers)
+7     sky: a constant background, image units per pixel (``fit_sky``)
+====  =======================================================================================
+
+Each iteration solves ``(H + lambda diag H) delta = g`` with H = J^T W J, g = J^T W r; a step
+that lowers the chi-square is taken and lambda divided by ``lambda_factor``, else lambda
+multiplied. A row stops when the chi-square falls by less than ``chi2_rtol`` of itself on a
+taken step whose largest change is below ``step_sigma`` of that parameter's standard error,
+or after ``max_iterations``. The covariance of the parameters is H^-1 at the end (the
+Laplace approximation of the likelihood), carried to the labels by their Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .sersic import GALSIM_N_RANGE, SersicFourier
+
+SHAPE = slice(2, 5)
+NAMES = ("ln_flux", "ln_n", "alpha", "beta", "gamma", "x", "y", "sky")
+LOG_N_RANGE = tuple(math.log(v) for v in GALSIM_N_RANGE)
+#: Labels of a fitted row, from its parameters: name -> unit.
+LABELS = {"flux": "image units", "n": "", "re_px": "pixel", "q": "", "pa": "radian",
+          "x": "pixel", "y": "pixel", "sky": "image units per pixel"}  # fmt: skip
+
+
+@dataclass
+class FitBatch:
+    """The rows of one fit, on one box size N = 2 W (module docstring)."""
+
+    data: torch.Tensor  # (B, W, W), image units
+    weight: torch.Tensor  # (B, W, W), 1 / variance of the background (0: not data)
+    # (B or 1, sN, sN // 2 + 1), complex: PSF x pixel on the box, s = oversample
+    transfer: torch.Tensor
+    gain: torch.Tensor  # (B,), counts per image unit for the source's Poisson noise; 0 = none
+    start: torch.Tensor  # (B, P) parameters
+    oversample: int = 1  # odd: the model drawn on an s times finer grid and sampled (no aliasing)
+
+    @property
+    def window(self) -> int:
+        return self.data.shape[-1]
+
+
+@dataclass
+class FitResult:
+    params: torch.Tensor  # (B, P)
+    covariance: torch.Tensor  # (B, P, P), NaN where the Hessian is singular
+    chi2: torch.Tensor  # (B,) over the pixels of nonzero weight
+    pixels: torch.Tensor  # (B,) pixels of nonzero weight
+    iterations: torch.Tensor  # (B,)
+    converged: torch.Tensor  # (B,) bool
+    at_bound: torch.Tensor  # (B,) bool: n ended at GalSim's range
+    model: torch.Tensor  # (B, W, W) the best model
+
+
+class SersicFit:
+    """The fit of ``cfg`` (conf/fit: table size, iterations, tolerances, sky)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.sersic = SersicFourier(int(cfg.table_n_points), int(cfg.table_k_points))
+        self.count = 8 if cfg.fit_sky else 7
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def frequencies(self, size: int, oversample: int = 1):
+        """ky (rows) and kx (columns) of an rfft box of ``size`` pixels sampled ``oversample``
+        times finer, radian per pixel."""
+        fine = size * oversample
+        ky = torch.fft.fftfreq(fine, d=1.0 / oversample, dtype=torch.float64) * 2 * math.pi
+        kx = torch.fft.rfftfreq(fine, d=1.0 / oversample, dtype=torch.float64) * 2 * math.pi
+        return ky[:, None], kx[None, :]
+
+    def render(self, params, transfer, window: int, jacobian: bool = False, oversample: int = 1):
+        """Model images (B, W, W) and, with ``jacobian``, their derivatives (B, P, W, W).
+        With ``oversample`` s, drawn on an s times finer grid (``transfer`` on its k-grid) and
+        sampled at the pixel centres, so that power beyond the Nyquist frequency (a PSF
+        undersampled by the pixels) is not folded back."""
+        size, s = 2 * window, oversample
+        ky, kx = self.frequencies(size, s)
+        ln_f, ln_n = params[:, 0], params[:, 1]
+        a, b, c = params[:, 2], params[:, 3], params[:, 4]
+        l11, l22 = a.exp()[:, None, None], b.exp()[:, None, None]
+        v1 = l11 * kx + c[:, None, None] * ky  # L^T k
+        v2 = l22 * ky
+        kappa2 = (v1 * v1 + v2 * v2).clamp(min=1e-30)
+        log_kappa = 0.5 * kappa2.log()
+        rows, d_rows = self.sersic.rows(ln_n)
+        t, dt_dlk, dt_dln = self.sersic.profile(rows, d_rows, log_kappa)
+        phase = torch.polar(torch.ones_like(kappa2), -(kx * params[:, 5, None, None]
+                                                        + ky * params[:, 6, None, None]))  # fmt: skip
+        common = ln_f.exp()[:, None, None] * phase * transfer
+        parts = [common * t]
+        if jacobian:
+            half = 0.5 / kappa2  # d ln kappa / d kappa^2
+            parts += [
+                parts[0],  # d / d ln F
+                common * dt_dln,  # d / d ln n
+                common * dt_dlk * half * 2 * v1 * l11 * kx,  # d / d alpha
+                common * dt_dlk * half * 2 * v2 * l22 * ky,  # d / d beta
+                common * dt_dlk * half * 2 * v1 * ky,  # d / d gamma
+                parts[0] * (-1j * kx),  # d / d x
+                parts[0] * (-1j * ky),  # d / d y
+            ]
+        fine = torch.fft.irfft2(torch.stack(parts, 1), s=(s * size, s * size))
+        images = fine[..., : s * window : s, : s * window : s] * s**2
+        model = images[:, 0]
+        if self.count == 8:
+            model = model + params[:, 7, None, None]
+        if not jacobian:
+            return model, None
+        jac = images[:, 1:]
+        if self.count == 8:
+            jac = torch.cat([jac, torch.ones_like(model)[:, None]], 1)
+        return model, jac
+
+    # -- the iteration ------------------------------------------------------------------------
+
+    def variance_weight(self, batch: FitBatch, model):
+        """1 / (background variance + the model's own Poisson variance) where the row has data."""
+        valid = batch.weight > 0
+        background = torch.where(valid, 1.0 / batch.weight.clamp(min=1e-300), 0.0)
+        source = model.clamp(min=0) / batch.gain.clamp(min=1e-300)[:, None, None]
+        source = torch.where(batch.gain[:, None, None] > 0, source, 0.0)
+        return torch.where(valid, 1.0 / (background + source), 0.0)
+
+    def fit(self, batch: FitBatch) -> FitResult:
+        """Levenberg-Marquardt from ``batch.start`` for every row at once (module docstring)."""
+        cfg = self.cfg
+        params = project(batch.start.clone().double())
+        data = batch.data.double()
+        rows = len(params)
+        lam = torch.full((rows,), float(cfg.lambda_start), dtype=torch.float64)
+        active = torch.ones(rows, dtype=torch.bool)
+        converged = torch.zeros(rows, dtype=torch.bool)
+        iterations = torch.zeros(rows, dtype=torch.long)
+        eye = torch.eye(self.count, dtype=torch.float64)
+        for _ in range(int(cfg.max_iterations)):
+            if not active.any():
+                break
+            idx = active.nonzero().squeeze(1)
+            sub = subset(batch, idx)
+            model, jac = self.render(
+                params[idx], sub.transfer, batch.window, True, batch.oversample
+            )
+            weight = self.variance_weight(sub, model)
+            residual = data[idx] - model
+            chi2 = (weight * residual**2).sum((1, 2))
+            wj = jac * weight[:, None]
+            hessian = torch.einsum("bpij,bqij->bpq", wj, jac)
+            gradient = torch.einsum("bpij,bij->bp", wj, residual)
+            scale = torch.diagonal(hessian, dim1=1, dim2=2).clamp(min=1e-300)
+            damped = hessian + lam[idx, None, None] * torch.diag_embed(scale) + 1e-12 * eye
+            step = torch.linalg.solve(damped, gradient)
+            trial = project(params[idx] + step)
+            trial_model, _ = self.render(trial, sub.transfer, batch.window, False, batch.oversample)
+            trial_chi2 = (weight * (data[idx] - trial_model) ** 2).sum((1, 2))
+            better = torch.isfinite(trial_chi2) & (trial_chi2 < chi2)
+            params[idx[better]] = trial[better]
+            lam[idx] = torch.where(
+                better, lam[idx] / cfg.lambda_factor, lam[idx] * cfg.lambda_factor
+            )
+            iterations[idx] += 1
+            # the step in units of each parameter's own (conditional) standard error
+            small = (step.abs() * scale.sqrt()).amax(1) < cfg.step_sigma
+            flat = (chi2 - trial_chi2).abs() <= cfg.chi2_rtol * chi2.clamp(min=1.0)
+            stuck = lam[idx] > cfg.lambda_max  # no step lowers the chi-square: a minimum
+            done = (better & small & flat) | stuck
+            converged[idx[done]] = True
+            active[idx[done]] = False
+        return self.finish(batch, params, iterations, converged)
+
+    def finish(self, batch: FitBatch, params, iterations, converged) -> FitResult:
+        """The covariance, chi-square and model at the final parameters."""
+        model, jac = self.render(params, batch.transfer, batch.window, True, batch.oversample)
+        weight = self.variance_weight(batch, model)
+        chi2 = (weight * (batch.data.double() - model) ** 2).sum((1, 2))
+        wj = jac * weight[:, None]
+        hessian = torch.einsum("bpij,bqij->bpq", wj, jac)
+        covariance = torch.full_like(hessian, math.nan)
+        solved, info = torch.linalg.inv_ex(hessian)
+        ok = info == 0
+        covariance[ok] = solved[ok]
+        lo, hi = LOG_N_RANGE
+        at_bound = (params[:, 1] <= lo + 1e-9) | (params[:, 1] >= hi - 1e-9)
+        pixels = (batch.weight > 0).sum((1, 2))
+        return FitResult(params, covariance, chi2, pixels, iterations, converged, at_bound, model)
+
+
+def project(params: torch.Tensor) -> torch.Tensor:
+    """``params`` with ln n inside GalSim's range."""
+    params = params.clone()
+    params[:, 1] = params[:, 1].clamp(*LOG_N_RANGE)
+    return params
+
+
+def subset(batch: FitBatch, idx) -> FitBatch:
+    """The rows ``idx`` of ``batch`` (a transfer shared by all rows stays shared)."""
+    transfer = batch.transfer if len(batch.transfer) == 1 else batch.transfer[idx]
+    return FitBatch(batch.data[idx], batch.weight[idx], transfer, batch.gain[idx],
+                    batch.start[idx], batch.oversample)  # fmt: skip
+
+
+# -- labels <-> parameters -----------------------------------------------------------------------
+
+
+def params_from_labels(flux, n, re_px, q, pa, x, y, sky=None) -> torch.Tensor:
+    """Parameters (B, 7 or 8) of galaxies of total ``flux`` (image units), index ``n``,
+    semi-major half-light radius ``re_px`` (pixel), axis ratio ``q``, position angle ``pa``
+    (radian, counter-clockwise from +x) at ``x, y`` (window pixels); arrays (B,)."""
+    values = [
+        torch.as_tensor(np.asarray(v, dtype=np.float64)) for v in (flux, n, re_px, q, pa, x, y)
+    ]
+    flux, n, re_px, q, pa, x, y = values
+    c, s = torch.cos(pa), torch.sin(pa)
+    big, small = re_px**2, (q * re_px) ** 2
+    m00 = big * c * c + small * s * s
+    m01 = (big - small) * c * s
+    m11 = big * s * s + small * c * c
+    l11 = m00.sqrt()
+    gamma = m01 / l11
+    l22 = (m11 - gamma**2).clamp(min=1e-30).sqrt()
+    out = [flux.log(), n.log(), l11.log(), l22.log(), gamma, x, y]
+    if sky is not None:
+        out.append(torch.as_tensor(np.asarray(sky, dtype=np.float64)))
+    return torch.stack(out, 1)
+
+
+def labels_from_params(params: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The labels of ``LABELS`` (B,) of parameters (B, P)."""
+    l11, l22, gamma = params[:, 2].exp(), params[:, 3].exp(), params[:, 4]
+    m00, m01, m11 = l11**2, l11 * gamma, gamma**2 + l22**2
+    mean, half = 0.5 * (m00 + m11), torch.sqrt(0.25 * (m00 - m11) ** 2 + m01**2)
+    big, small = mean + half, (mean - half).clamp(min=0)
+    out = {
+        "flux": params[:, 0].exp(),
+        "n": params[:, 1].exp(),
+        "re_px": big.sqrt(),
+        "q": (small / big).sqrt(),
+        "pa": 0.5 * torch.atan2(2 * m01, m00 - m11),
+        "x": params[:, 5],
+        "y": params[:, 6],
+    }
+    if params.shape[1] == 8:
+        out["sky"] = params[:, 7]
+    return out
+
+
+def label_covariance(params: torch.Tensor, covariance: torch.Tensor) -> dict[str, torch.Tensor]:
+    """1-sigma error of each label (B,) from the parameters' covariance (B, P, P), by the
+    labels' Jacobian (``pa`` near q = 1 is as uncertain as its formula says: large)."""
+    x = params.detach().clone().requires_grad_(True)
+    labels = labels_from_params(x)
+    errors = {}
+    for name, value in labels.items():
+        (grad,) = torch.autograd.grad(value.sum(), x, retain_graph=True)
+        errors[name] = torch.einsum("bp,bpq,bq->b", grad, covariance, grad).clamp(min=0).sqrt()
+    return errors
+
+
+# -- the fit stage: stamps to fits -----------------------------------------------------------
+
+
+@dataclass
+class Region:
+    """One row's pixels for the fit: a W x W square of its cutout about the source."""
+
+    data: np.ndarray  # (W, W) input units, 0 where there are none
+    weight: np.ndarray  # (W, W) 1 / rms^2 where the pixel is data, else 0
+    corner: tuple[int, int]  # cutout (row, column) of the region's pixel (0, 0)
+    start: np.ndarray  # (P,) parameters, x and y in the region's pixels
+    gain: float  # counts per input unit (0: no Poisson term)
+    profile: object  # the PSF (GalSim, arcsec, without the pixel)
+    scale: float  # arcsec / pixel
+
+
+def reach_px(flux, n, re_px, q, rms: float, floor_nsigma: float) -> float:
+    """Semi-major radius (pixel) beyond which a galaxy's unconvolved surface brightness is
+    below ``floor_nsigma`` background rms per pixel (``flux`` in the rms's units summed)."""
+    from simulate.render import sersic_b, sersic_log_intensity_at_re
+
+    n = float(np.clip(n, *GALSIM_N_RANGE))
+    log_ie = sersic_log_intensity_at_re(max(flux, 1e-30), n, max(re_px, 1e-3), max(q, 1e-3))
+    ratio = 1 + (log_ie - math.log(floor_nsigma * rms)) / sersic_b(n)
+    return float(re_px * max(ratio, 0.0) ** n)
+
+
+def window_side(reach: float, fwhm_px: float, cutout_px: int, cfg) -> int:
+    """The fit window's side (pixel): the galaxy's reach and ``window_fwhm`` PSF FWHM on each
+    side, no larger than the cutout (beyond it there are no pixels to fit), rounded up to a
+    multiple of 16 within ``window_px``."""
+    side = min(2 * (reach + cfg.window_fwhm * fwhm_px), cutout_px)
+    side = 16 * math.ceil(side / 16)
+    return int(min(max(side, cfg.window_px[0]), cfg.window_px[1]))
+
+
+def make_region(stamp, start: dict, cfg) -> Region | None:
+    """The fit region of ``stamp`` (``stamps.Stamp``) about ``start`` (labels in the cutout's
+    pixels and input units: flux, n, re_px, q, pa, x, y), or None without one."""
+    from .psfs import fwhm_px
+
+    cutout = stamp.cutout
+    values = [start[k] for k in ("flux", "n", "re_px", "q", "pa", "x", "y")]
+    if (
+        cutout is None
+        or stamp.profile is None
+        or not np.all(np.isfinite(values))
+        or not stamp.rms > 0
+    ):
+        return None
+    data = np.asarray(cutout.data, dtype=np.float64)
+    valid = np.isfinite(data)
+    for mask in (cutout.mask, cutout.padding, cutout.others, stamp.neighbours):
+        if mask is not None:
+            valid &= np.asarray(mask) == 0
+    rms = cutout.rms if cutout.rms is not None else np.full(data.shape, stamp.rms)
+    fwhm = fwhm_px(stamp.profile, cutout.pixel_scale)
+    reach = reach_px(
+        start["flux"], start["n"], start["re_px"], start["q"], stamp.rms, cfg.floor_nsigma
+    )
+    side = window_side(reach, fwhm if math.isfinite(fwhm) else 3.0, max(data.shape), cfg)
+    corner = (int(round(start["y"])) - side // 2, int(round(start["x"])) - side // 2)
+    region, weight = (
+        crop(data, corner, side),
+        crop(np.where(valid, 1.0 / rms**2, 0.0), corner, side),
+    )
+    weight = np.nan_to_num(weight, nan=0.0, posinf=0.0)
+    region = np.where(weight > 0, np.nan_to_num(region), 0.0)
+    start_params = params_from_labels(
+        [start["flux"]], [start["n"]], [start["re_px"]], [start["q"]], [start["pa"]],
+        [start["x"] - corner[1]], [start["y"] - corner[0]],
+        None if not cfg.fit_sky else [0.0],
+    )[0].numpy()  # fmt: skip
+    return Region(region, weight, corner, start_params, float(start.get("gain", 0.0)),
+                  stamp.profile, cutout.pixel_scale)  # fmt: skip
+
+
+def crop(image: np.ndarray, corner: tuple[int, int], side: int) -> np.ndarray:
+    """The ``side`` square of ``image`` from ``corner`` (row, column), zeros beyond it."""
+    out = np.zeros((side, side), dtype=np.float64)
+    h, w = image.shape
+    r0, c0 = corner
+    rows = slice(max(r0, 0), min(r0 + side, h))
+    cols = slice(max(c0, 0), min(c0 + side, w))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        out[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0] = image[rows, cols]
+    return out
+
+
+class FitStage:
+    """Fits of many rows: each row's region (``make_region``) grouped by window side and
+    oversampling, one batch per group, the PSF transfer functions computed once per PSF,
+    scale and box."""
+
+    def __init__(self, cfg, quality):
+        self.cfg, self.quality = cfg, quality
+        self.engine = SersicFit(cfg)
+        self._transfers: dict = {}
+        self._oversample: dict = {}
+
+    def oversample(self, profile, scale: float) -> int:
+        """3 when the PSF x pixel transfer at the Nyquist frequency exceeds ``alias_tol`` (an
+        undersampled PSF, whose model needs drawing finer than the pixels), else 1."""
+        from simulate.render import transfer_function
+
+        key = (id(profile), scale)
+        if key not in self._oversample:
+            grid = np.abs(transfer_function(profile, scale, 32))
+            nyquist = max(grid[0, :].max(), grid[:, -1].max())  # ky = -N/2 row, kx = N/2 column
+            self._oversample[key] = 3 if nyquist > self.cfg.alias_tol else 1
+        return self._oversample[key]
+
+    def transfer(self, profile, scale: float, window: int, oversample: int) -> torch.Tensor:
+        from simulate.render import transfer_function
+
+        key = (id(profile), scale, window, oversample)
+        if key not in self._transfers:
+            array = transfer_function(profile, scale, 2 * window, oversample)
+            self._transfers[key] = torch.from_numpy(np.fft.ifftshift(array, axes=0))
+        return self._transfers[key]
+
+    def run(self, regions: list[Region | None], iterate: bool = True) -> list[dict | None]:
+        """Per region, the fit's labels (``LABELS``, x and y in the cutout's pixels), their
+        errors (``<label>_err``), ``chi2`` and ``pixels`` (over the weighted pixels), the
+        residual's chi-square over the source's footprint (``footprint_chi2``,
+        ``footprint_pixels``: ``footprint_chi2``), ``iterations``, ``converged`` and
+        ``at_bound``; None for None. Without ``iterate``: the same at the starting point (its
+        likelihood bound)."""
+        out: list[dict | None] = [None] * len(regions)
+        groups: dict = {}
+        for k, region in enumerate(regions):
+            if region is not None:
+                key = (region.data.shape[0], self.oversample(region.profile, region.scale))
+                groups.setdefault(key, []).append(k)
+        for (window, s), rows in groups.items():
+            transfers = [
+                self.transfer(regions[k].profile, regions[k].scale, window, s) for k in rows
+            ]
+            shared = all(t is transfers[0] for t in transfers)
+            batch = FitBatch(
+                torch.from_numpy(np.stack([regions[k].data for k in rows])),
+                torch.from_numpy(np.stack([regions[k].weight for k in rows])),
+                transfers[0][None] if shared else torch.stack(transfers),
+                torch.tensor([regions[k].gain for k in rows], dtype=torch.float64),
+                torch.from_numpy(np.stack([regions[k].start for k in rows])),
+                s,
+            )
+            result = self.engine.fit(batch) if iterate else self.engine.finish(
+                batch, project(batch.start.double()), torch.zeros(len(rows), dtype=torch.long),
+                torch.zeros(len(rows), dtype=torch.bool))  # fmt: skip
+            for j, k in enumerate(rows):
+                out[k] = row_result(result, j)
+                out[k].update(footprint_chi2(regions[k], result.model[j].numpy(), self.quality))
+                out[k]["x"] += regions[k].corner[1]
+                out[k]["y"] += regions[k].corner[0]
+        return out
+
+
+def row_result(result: FitResult, j: int) -> dict:
+    """Row ``j`` of ``result`` as plain numbers (and its model image)."""
+    params, cov = result.params[j : j + 1], result.covariance[j : j + 1]
+    labels, errors = labels_from_params(params), label_covariance(params, cov)
+    row = {name: float(value[0]) for name, value in labels.items()}
+    row.update({f"{name}_err": float(value[0]) for name, value in errors.items()})
+    row.update(chi2=float(result.chi2[j]), pixels=int(result.pixels[j]),
+               iterations=int(result.iterations[j]), converged=bool(result.converged[j]),
+               at_bound=bool(result.at_bound[j]))  # fmt: skip
+    return row
+
+
+def footprint_chi2(region: Region, model: np.ndarray, quality) -> dict:
+    """The reduced chi-square of the residual over the source's footprint: the pixels of data
+    where the model exceeds ``quality.fit_footprint_nsigma`` background rms, with the model's
+    Poisson noise and ``quality.fit_model_error`` of the model in quadrature (what a fit at
+    the noise limit may still miss); NaN below ``quality.fit_min_pixels`` pixels."""
+    data = region.weight > 0
+    background = np.where(data, 1.0 / np.where(data, region.weight, 1.0), np.inf)
+    use = data & (model**2 > quality.fit_footprint_nsigma**2 * background)
+    count = int(use.sum())
+    if count < quality.fit_min_pixels:
+        return {"footprint_chi2": math.nan, "footprint_pixels": count}
+    var = background[use] + (quality.fit_model_error * model[use]) ** 2
+    if region.gain > 0:
+        var = var + np.clip(model[use], 0, None) / region.gain
+    chi2 = float(np.sum((region.data[use] - model[use]) ** 2 / var) / count)
+    return {"footprint_chi2": chi2, "footprint_pixels": count}
