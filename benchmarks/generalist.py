@@ -1,11 +1,15 @@
-"""The PSF-conditioned generalist on instruments, against the specialist and the noise limit.
+"""The PSF-conditioned generalist and the fit on instruments, against the specialist,
+pyimfit and the noise limit.
 
-    python benchmarks/generalist.py --ckpt fitnet/pretrained/generalist.pt --out data/generalist-bench
+    python benchmarks/generalist.py --ckpt fitnet/pretrained/generalist.pt --out data/generalist-bench --imfit 100
 
 For each instrument a test set is simulated (``--galaxies``, 90% test with Cramer-Rao bounds)
 with its own PSF and prior, the PSF is written as a FITS image (the effective PSF at the data's
-sampling, as a survey gives it), and the generalist predicts the stamps through
-``python -m fitnet.predict ckpt=... psf=... pixel_scale=... zero_point=...``, as a user runs it:
+sampling, as a survey gives it), and the generalist measures the stamps through
+``python -m fitnet.predict ckpt=... psf=... pixel_scale=... zero_point=... gain=...``, as a
+user runs it, three ways (``MODES``): the network alone (``fit=none``), the fit alone started
+from the stamps' moments (``fit=all fit.start=moments``), and the default, the network then
+the fit (``fit=auto``):
 
 - ``candels_h``, the default instrument, where the shipped specialist predicts the same stamps;
 - ``ground``: a Kolmogorov PSF of 0.8" FWHM at 0.2"/px (4 px), SDSS-like depth;
@@ -15,8 +19,10 @@ sampling, as a survey gives it), and the generalist predicts the stamps through
 
 Per instrument and S/N bin (the noiseless matched-filter S/N): scatter, bias and outliers per
 label, scatter over the median Cramer-Rao bound, 68% coverage, for the rows with flag 0;
-``--imfit N`` adds pyimfit with the true PSF on the first N test stamps. Each step is skipped
-when its output exists. Writes ``results.json`` and ``results.md`` in ``--out``.
+``--imfit N`` adds pyimfit with the true PSF on the first N test stamps (and each mode on the
+same N). The seconds each command took (start-up included) and pyimfit's seconds per fit on
+one core give the speed. Each step is skipped when its output exists. Writes
+``results.json`` and ``results.md`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -34,6 +41,9 @@ from astropy.table import Table
 
 LABELS = ("mag", "n", "re", "q")
 SNR_BINS = (10, 30, 100, 300, 1000, 1e5)
+PSF_SIZE = (
+    255  # pixel, side of the PSF images written (an Airy's wings beyond it: 0.3% of its flux)
+)
 #: instrument name -> simulate overrides
 INSTRUMENTS = {
     "candels_h": [],
@@ -49,11 +59,18 @@ INSTRUMENTS = {
 }  # fmt: skip
 
 
-def command(args: list[str], log: Path) -> None:
+#: How each row is measured: name -> fitnet.predict overrides.
+MODES = {"network": ["fit=none"], "fit": ["fit=all", "fit.start=moments"], "network+fit": []}
+
+
+def command(args: list[str], log: Path) -> float:
+    """Run ``python -m args`` (its output to ``log``); its wall time in seconds."""
+    start = time.perf_counter()
     with open(log, "w") as fh:
         subprocess.run(
             [sys.executable, "-m", *args], check=True, stdout=fh, stderr=subprocess.STDOUT
         )
+    return time.perf_counter() - start
 
 
 def simulate(out: Path, name: str, args) -> Path:
@@ -65,25 +82,35 @@ def simulate(out: Path, name: str, args) -> Path:
     return folder / "test.h5"
 
 
-def write_psf(data: Path, path: Path) -> tuple[float, float]:
-    """The file's PSF as an effective PSF image at its sampling; (pixel scale, zero point)."""
+def write_psf(data: Path, path: Path) -> tuple[float, float, float]:
+    """The file's PSF as an effective PSF image at its sampling; (pixel scale, zero point,
+    exposure time: counts per e-/s, the gain of its pixels)."""
     from simulate.psf_record import from_record
 
     with h5py.File(data) as f:
         attrs = dict(f.attrs)
     scale = float(attrs["pixel_scale_arcsec"])
     psf = from_record(attrs["psf"])
-    image = psf.drawImage(nx=41, ny=41, scale=scale).array
+    # large enough to hold the wings (a truncated PSF biases every fitted flux by its lost light)
+    image = psf.drawImage(nx=PSF_SIZE, ny=PSF_SIZE, scale=scale).array
     fits.writeto(path, (image / image.sum()).astype(np.float32), overwrite=True)
-    return scale, float(attrs["zero_point_mag"])
+    return scale, float(attrs["zero_point_mag"]), float(attrs["exposure_time_s"])
 
 
-def predict(out: Path, name: str, data: Path, ckpt: str, psf: Path | None, scale, zp) -> Table:
-    path = out / f"{name}-{Path(ckpt).stem}.ecsv"
+def predict(out: Path, name: str, data: Path, ckpt: str, psf: Path | None, known, mode: str,
+            timings: dict) -> Table:  # fmt: skip
+    """The catalogue of ``data`` by ``ckpt`` measured in ``mode`` (``MODES``); its wall time
+    in ``timings``."""
+    path = out / f"{name}-{Path(ckpt).stem}-{mode.replace('+', '_')}.ecsv"
     if not path.exists():
-        extra = [] if psf is None else [f"psf={psf}", f"pixel_scale={scale}", f"zero_point={zp}"]
-        command(["fitnet.predict", f"ckpt={ckpt}", f"input={data}", f"output={path}",
-                 "progress=false", *extra], out / f"predict-{name}-{Path(ckpt).stem}.log")  # fmt: skip
+        scale, zp, gain = known
+        extra = [] if psf is None else [f"psf={psf}", f"pixel_scale={scale}", f"zero_point={zp}",
+                                        f"gain={gain}"]  # fmt: skip
+        seconds = command(["fitnet.predict", f"ckpt={ckpt}", f"input={data}", f"output={path}",
+                           "progress=false", *extra, *MODES[mode]],
+                          out / f"predict-{path.stem}.log")  # fmt: skip
+        (path.with_suffix(".seconds")).write_text(f"{seconds}\n")
+    timings[f"{Path(ckpt).stem} {mode}"] = float(path.with_suffix(".seconds").read_text())
     return Table.read(path)
 
 
@@ -215,6 +242,8 @@ def truth_of(data: Path) -> dict:
 def markdown(results: dict) -> str:
     lines = []
     for name, models in results.items():
+        if name == "speed":
+            continue
         lines += [f"## {name}", "", "| model | S/N | N | " + " | ".join(
             f"{k} scatter (x CRB, in 68%)" for k in LABELS) + " |",
             "| --- | --- | --- |" + " --- |" * len(LABELS)]  # fmt: skip
@@ -262,20 +291,32 @@ def main() -> None:
                 name,
                 {k: (round(v["scatter"], 4), round(v["cover68"], 3)) for k, v in labels.items()},
             )
+    speed = {}
     for name in args.only:
         data = simulate(args.out, name, args)
         truth = truth_of(data)
-        scale, zp = write_psf(data, args.out / f"{name}-psf.fits")
-        table = predict(args.out, name, data, args.ckpt, args.out / f"{name}-psf.fits", scale, zp)
-        results[name] = {"generalist": scores(table, truth)}
+        known = write_psf(data, args.out / f"{name}-psf.fits")
+        psf = args.out / f"{name}-psf.fits"
+        results[name], timings = {}, {}
+        tables = {f"generalist {mode}": predict(args.out, name, data, args.ckpt, psf, known, mode, timings)
+                  for mode in MODES}  # fmt: skip
         if name == "candels_h":
-            specialist = predict(args.out, name, data, args.specialist, None, None, None)
-            results[name]["specialist"] = scores(specialist, truth)
+            for mode in ("network", "network+fit"):
+                tables[f"specialist {mode}"] = predict(args.out, name, data, args.specialist, None,
+                                                       known, mode, timings)  # fmt: skip
+        for label, table in tables.items():
+            results[name][label] = scores(table, truth)
         fitted = imfit(args.out, name, data, args.imfit)
         if fitted is not None:
             rows = np.arange(len(fitted))
             results[name]["pyimfit"] = scores(fitted, truth)
-            results[name][f"generalist (first {len(rows)})"] = scores(table, truth, rows)
+            for label, table in tables.items():
+                results[name][f"{label} (first {len(rows)})"] = scores(table, truth, rows)
+            timings["pyimfit seconds per fit"] = float(np.median(fitted["seconds"]))
+        timings["rows"] = len(truth["mag"])
+        speed[name] = timings
+        print(name, timings)
+    results["speed"] = speed
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     (args.out / "results.md").write_text(markdown(results))
     print(markdown(results))

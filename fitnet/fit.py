@@ -2,11 +2,12 @@
 
 Each row brings its pixels ``data`` (image units), their inverse variance ``weight`` (0 where a
 pixel is not data: masked, invalid, a neighbour's, padding), the PSF x pixel transfer
-function on the FFT box (``transfer``; a PSF per row, or one for all), the ``gain`` that turns
+function on the FFT box (``spectrum``; a PSF per row, or one for all), the ``gain`` that turns
 the model into counts for its own Poisson noise (0: none), and a starting point (the
 network's answer, or image moments). The model is a Sersic through that PSF
-(``sersic.SersicFourier``), drawn in the top-left W x W window of an N x N box (N = 2W, so
-the light the periodic box folds back comes from beyond W / 2 of the window's edge).
+(``sersic.SersicFourier``), drawn in the top-left W x W window of an N x N box (N = 3W/2, so
+the light the periodic box folds back comes from beyond W / 2 of the window's edge), on the
+frequencies where the PSF carries power (``Spectrum``), aliasing included.
 
 Parameters, unbounded except n (projected onto GalSim's [0.3, 6.2]; a fit that ends there
 says so):
@@ -23,20 +24,24 @@ says so):
 
 Each iteration solves ``(H + lambda diag H) delta = g`` with H = J^T W J, g = J^T W r; a step
 that lowers the chi-square is taken and lambda divided by ``lambda_factor``, else lambda
-multiplied. A row stops when the chi-square falls by less than ``chi2_rtol`` of itself on a
-taken step whose largest change is below ``step_sigma`` of that parameter's standard error,
+multiplied. A row stops when a taken step lowers the chi-square by less than ``chi2_tol``
+(the parameters are then within a small fraction of a standard error of the minimum), or when
+a taken step changes every parameter by less than ``step_sigma`` of its standard error,
 or after ``max_iterations``. The covariance of the parameters is H^-1 at the end (the
 Laplace approximation of the likelihood), carried to the labels by their Jacobian.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .psfs import ProfileCache
 from .sersic import GALSIM_N_RANGE, SersicFourier
 
 SHAPE = slice(2, 5)
@@ -47,17 +52,66 @@ LABELS = {"flux": "image units", "n": "", "re_px": "pixel", "q": "", "pa": "radi
           "x": "pixel", "y": "pixel", "sky": "image units per pixel"}  # fmt: skip
 
 
+def box_side(window: int) -> int:
+    """The FFT box of a W-pixel window: 3 W / 2 (the light the periodic box folds back onto
+    the window comes from beyond W / 2 of its edge, where the window's reach already put the
+    galaxy below the fit's floor); even, and a product of small primes for W a multiple of 16."""
+    return 3 * window // 2 + (3 * window // 2) % 2
+
+
+class Spectrum:
+    """The frequencies a batch's models are computed on: those of the FFT box of N = ``box_side(W)``
+    pixels where the PSF x pixel transfer is above ``support`` of its peak (most of the box
+    for a PSF the pixels undersample, a fraction for a broad one), out to ``oversample`` times
+    the Nyquist frequency, each folded onto the frequency the pixels alias it to. So a model
+    is the continuous image sampled at the pixel centres, its aliasing included, for the cost
+    of the PSF's support and one N x N transform.
+
+    ``transfer``: (B or 1, sN, sN // 2 + 1), complex, on GalSim's half-plane grid of the
+    s x extended box (``simulate.render.transfer_function``, rows in FFT order)."""
+
+    def __init__(self, transfer: torch.Tensor, window: int, oversample: int, support: float):
+        size, s = box_side(window), oversample
+        self.window, self.size = window, size
+        amplitude = transfer.abs().amax(0)
+        rows, cols = (amplitude > support * amplitude.max()).nonzero(as_tuple=True)
+        full = s * size
+        kyi = torch.where(rows < full // 2, rows, rows - full)  # signed frequency indices
+        kxi = cols
+        dk = 2 * math.pi / size  # radian per pixel
+        # single precision: the model needs 1e-5 of its peak, and the FFTs run twice as fast
+        self.ky, self.kx = (kyi.double() * dk).float(), (kxi.double() * dk).float()
+        self.transfer = transfer[:, rows, cols].to(torch.complex64)
+        width = size // 2 + 1
+        p, q = kyi % size, kxi % size
+        direct = q <= size // 2
+        self.direct, self.direct_to = direct.nonzero().squeeze(1), (p * width + q)[direct]
+        # the stored half's mirror images (-ky, -kx), conjugate, where they fold onto the
+        # half-plane; the columns kx = 0 and the box's Nyquist hold their mirrors themselves
+        mq, mp = (-kxi) % size, (-kyi) % size
+        mirror = (mq <= size // 2) & (kxi != 0) & (kxi != full // 2)
+        self.mirror, self.mirror_to = mirror.nonzero().squeeze(1), (mp * width + mq)[mirror]
+
+    def images(self, spectra: torch.Tensor) -> torch.Tensor:
+        """The W x W images (..., W, W) of ``spectra`` (..., M) given on this support."""
+        width = self.size // 2 + 1
+        folded = torch.zeros((*spectra.shape[:-1], self.size * width), dtype=spectra.dtype)
+        folded.index_add_(-1, self.direct_to, spectra[..., self.direct])
+        folded.index_add_(-1, self.mirror_to, spectra[..., self.mirror].conj())
+        folded = folded.reshape(*spectra.shape[:-1], self.size, width)
+        image = torch.fft.irfft2(folded, s=(self.size, self.size))
+        return image[..., : self.window, : self.window]
+
+
 @dataclass
 class FitBatch:
     """The rows of one fit, on one box size N = 2 W (module docstring)."""
 
     data: torch.Tensor  # (B, W, W), image units
     weight: torch.Tensor  # (B, W, W), 1 / variance of the background (0: not data)
-    # (B or 1, sN, sN // 2 + 1), complex: PSF x pixel on the box, s = oversample
-    transfer: torch.Tensor
+    spectrum: Spectrum  # the frequencies of the models, with the PSF x pixel transfer
     gain: torch.Tensor  # (B,), counts per image unit for the source's Poisson noise; 0 = none
     start: torch.Tensor  # (B, P) parameters
-    oversample: int = 1  # odd: the model drawn on an s times finer grid and sampled (no aliasing)
 
     @property
     def window(self) -> int:
@@ -86,47 +140,39 @@ class SersicFit:
 
     # -- the model ----------------------------------------------------------------------------
 
-    def frequencies(self, size: int, oversample: int = 1):
-        """ky (rows) and kx (columns) of an rfft box of ``size`` pixels sampled ``oversample``
-        times finer, radian per pixel."""
-        fine = size * oversample
-        ky = torch.fft.fftfreq(fine, d=1.0 / oversample, dtype=torch.float64) * 2 * math.pi
-        kx = torch.fft.rfftfreq(fine, d=1.0 / oversample, dtype=torch.float64) * 2 * math.pi
-        return ky[:, None], kx[None, :]
-
-    def render(self, params, transfer, window: int, jacobian: bool = False, oversample: int = 1):
-        """Model images (B, W, W) and, with ``jacobian``, their derivatives (B, P, W, W).
-        With ``oversample`` s, drawn on an s times finer grid (``transfer`` on its k-grid) and
-        sampled at the pixel centres, so that power beyond the Nyquist frequency (a PSF
-        undersampled by the pixels) is not folded back."""
-        size, s = 2 * window, oversample
-        ky, kx = self.frequencies(size, s)
+    def render(self, params, spectrum: Spectrum, jacobian: bool = False):
+        """Model images (B, W, W) and, with ``jacobian``, their derivatives (B, P, W, W), on
+        the frequencies of ``spectrum`` (``Spectrum``: the PSF's support, its aliases folded)."""
+        kx, ky = spectrum.kx, spectrum.ky
+        params = params.float()  # the images in single precision (``Spectrum``); sums in double
         ln_f, ln_n = params[:, 0], params[:, 1]
         a, b, c = params[:, 2], params[:, 3], params[:, 4]
-        l11, l22 = a.exp()[:, None, None], b.exp()[:, None, None]
-        v1 = l11 * kx + c[:, None, None] * ky  # L^T k
+        l11, l22 = a.exp()[:, None], b.exp()[:, None]
+        v1 = l11 * kx + c[:, None] * ky  # L^T k
         v2 = l22 * ky
         kappa2 = (v1 * v1 + v2 * v2).clamp(min=1e-30)
-        log_kappa = 0.5 * kappa2.log()
         rows, d_rows = self.sersic.rows(ln_n)
-        t, dt_dlk, dt_dln = self.sersic.profile(rows, d_rows, log_kappa)
-        phase = torch.polar(torch.ones_like(kappa2), -(kx * params[:, 5, None, None]
-                                                        + ky * params[:, 6, None, None]))  # fmt: skip
-        common = ln_f.exp()[:, None, None] * phase * transfer
+        t, dt_dlk, dt_dln = self.sersic.profile(rows, d_rows, 0.5 * kappa2.log())
+        phase = torch.polar(
+            torch.ones_like(kappa2), -(kx * params[:, 5, None] + ky * params[:, 6, None])
+        )
+        common = ln_f.exp()[:, None] * phase * spectrum.transfer
         parts = [common * t]
         if jacobian:
-            half = 0.5 / kappa2  # d ln kappa / d kappa^2
+            slope = (
+                common * dt_dlk / kappa2
+            )  # d G / d kappa^2, times 2 (d ln kappa = d kappa^2 / 2 kappa^2)
             parts += [
                 parts[0],  # d / d ln F
                 common * dt_dln,  # d / d ln n
-                common * dt_dlk * half * 2 * v1 * l11 * kx,  # d / d alpha
-                common * dt_dlk * half * 2 * v2 * l22 * ky,  # d / d beta
-                common * dt_dlk * half * 2 * v1 * ky,  # d / d gamma
+                slope * v1 * l11 * kx,  # d / d alpha
+                slope * v2 * l22 * ky,  # d / d beta
+                slope * v1 * ky,  # d / d gamma
                 parts[0] * (-1j * kx),  # d / d x
                 parts[0] * (-1j * ky),  # d / d y
             ]
-        fine = torch.fft.irfft2(torch.stack(parts, 1), s=(s * size, s * size))
-        images = fine[..., : s * window : s, : s * window : s] * s**2
+        images = spectrum.images(torch.stack(parts, 1)).double()
+        params = params.double()
         model = images[:, 0]
         if self.count == 8:
             model = model + params[:, 7, None, None]
@@ -163,9 +209,7 @@ class SersicFit:
                 break
             idx = active.nonzero().squeeze(1)
             sub = subset(batch, idx)
-            model, jac = self.render(
-                params[idx], sub.transfer, batch.window, True, batch.oversample
-            )
+            model, jac = self.render(params[idx], sub.spectrum, jacobian=True)
             weight = self.variance_weight(sub, model)
             residual = data[idx] - model
             chi2 = (weight * residual**2).sum((1, 2))
@@ -174,9 +218,11 @@ class SersicFit:
             gradient = torch.einsum("bpij,bij->bp", wj, residual)
             scale = torch.diagonal(hessian, dim1=1, dim2=2).clamp(min=1e-300)
             damped = hessian + lam[idx, None, None] * torch.diag_embed(scale) + 1e-12 * eye
-            step = torch.linalg.solve(damped, gradient)
+            step, info = torch.linalg.solve_ex(damped, gradient)
+            bad = (info != 0) | ~torch.isfinite(step).all(1)  # a singular system: no step
+            step[bad] = 0.0
             trial = project(params[idx] + step)
-            trial_model, _ = self.render(trial, sub.transfer, batch.window, False, batch.oversample)
+            trial_model, _ = self.render(trial, sub.spectrum)
             trial_chi2 = (weight * (data[idx] - trial_model) ** 2).sum((1, 2))
             better = torch.isfinite(trial_chi2) & (trial_chi2 < chi2)
             params[idx[better]] = trial[better]
@@ -186,16 +232,16 @@ class SersicFit:
             iterations[idx] += 1
             # the step in units of each parameter's own (conditional) standard error
             small = (step.abs() * scale.sqrt()).amax(1) < cfg.step_sigma
-            flat = (chi2 - trial_chi2).abs() <= cfg.chi2_rtol * chi2.clamp(min=1.0)
+            flat = (chi2 - trial_chi2) <= cfg.chi2_tol
             stuck = lam[idx] > cfg.lambda_max  # no step lowers the chi-square: a minimum
-            done = (better & small & flat) | stuck
+            done = (better & (small | flat)) | stuck
             converged[idx[done]] = True
             active[idx[done]] = False
         return self.finish(batch, params, iterations, converged)
 
     def finish(self, batch: FitBatch, params, iterations, converged) -> FitResult:
         """The covariance, chi-square and model at the final parameters."""
-        model, jac = self.render(params, batch.transfer, batch.window, True, batch.oversample)
+        model, jac = self.render(params, batch.spectrum, jacobian=True)
         weight = self.variance_weight(batch, model)
         chi2 = (weight * (batch.data.double() - model) ** 2).sum((1, 2))
         wj = jac * weight[:, None]
@@ -210,18 +256,26 @@ class SersicFit:
         return FitResult(params, covariance, chi2, pixels, iterations, converged, at_bound, model)
 
 
+#: Where a step may take the shape's log-Cholesky diagonal (ln pixel): radii of 0.01 to 10^5 px.
+LOG_SIZE_RANGE = (math.log(0.01), math.log(1e5))
+
+
 def project(params: torch.Tensor) -> torch.Tensor:
-    """``params`` with ln n inside GalSim's range."""
+    """``params`` with ln n inside GalSim's range and the shape's scales inside
+    ``LOG_SIZE_RANGE`` (a step that leaves them is cut back to them)."""
     params = params.clone()
     params[:, 1] = params[:, 1].clamp(*LOG_N_RANGE)
+    params[:, 2:4] = params[:, 2:4].clamp(*LOG_SIZE_RANGE)
     return params
 
 
 def subset(batch: FitBatch, idx) -> FitBatch:
     """The rows ``idx`` of ``batch`` (a transfer shared by all rows stays shared)."""
-    transfer = batch.transfer if len(batch.transfer) == 1 else batch.transfer[idx]
-    return FitBatch(batch.data[idx], batch.weight[idx], transfer, batch.gain[idx],
-                    batch.start[idx], batch.oversample)  # fmt: skip
+    spectrum = batch.spectrum
+    if len(spectrum.transfer) > 1:
+        spectrum = copy.copy(spectrum)
+        spectrum.transfer = spectrum.transfer[idx]
+    return FitBatch(batch.data[idx], batch.weight[idx], spectrum, batch.gain[idx], batch.start[idx])
 
 
 # -- labels <-> parameters -----------------------------------------------------------------------
@@ -376,31 +430,30 @@ class FitStage:
     scale and box."""
 
     def __init__(self, cfg, quality):
+        from sersic_runtime.configs import load_group
+
         self.cfg, self.quality = cfg, quality
+        self.alias_tolerance = float(load_group("render").alias_tolerance)
         self.engine = SersicFit(cfg)
-        self._transfers: dict = {}
-        self._oversample: dict = {}
+        self._cache = ProfileCache()
 
     def oversample(self, profile, scale: float) -> int:
-        """3 when the PSF x pixel transfer at the Nyquist frequency exceeds ``alias_tol`` (an
-        undersampled PSF, whose model needs drawing finer than the pixels), else 1."""
+        """``simulate.render.oversampling`` of the row's PSF: 3 for a PSF the pixels
+        undersample (conf/render ``alias_tolerance``, as the simulator draws it), else 1."""
+        from simulate.render import oversampling
+
+        return self._cache.get(profile, ("oversample", scale),
+                               lambda: oversampling(profile, scale, self.alias_tolerance))  # fmt: skip
+
+    def spectrum(self, regions: list[Region], window: int, oversample: int) -> Spectrum:
+        """The ``Spectrum`` of the PSFs of ``regions`` (one, or one per row) on the box of a
+        ``window`` fit."""
         from simulate.render import transfer_function
 
-        key = (id(profile), scale)
-        if key not in self._oversample:
-            grid = np.abs(transfer_function(profile, scale, 32))
-            nyquist = max(grid[0, :].max(), grid[:, -1].max())  # ky = -N/2 row, kx = N/2 column
-            self._oversample[key] = 3 if nyquist > self.cfg.alias_tol else 1
-        return self._oversample[key]
-
-    def transfer(self, profile, scale: float, window: int, oversample: int) -> torch.Tensor:
-        from simulate.render import transfer_function
-
-        key = (id(profile), scale, window, oversample)
-        if key not in self._transfers:
-            array = transfer_function(profile, scale, 2 * window, oversample)
-            self._transfers[key] = torch.from_numpy(np.fft.ifftshift(array, axes=0))
-        return self._transfers[key]
+        arrays = [np.fft.ifftshift(transfer_function(r.profile, r.scale, box_side(window), oversample),
+                                   axes=0) for r in regions]  # fmt: skip
+        transfer = torch.from_numpy(np.stack(arrays))
+        return Spectrum(transfer, window, oversample, float(self.cfg.k_support))
 
     def run(self, regions: list[Region | None], iterate: bool = True) -> list[dict | None]:
         """Per region, the fit's labels (``LABELS``, x and y in the cutout's pixels), their
@@ -416,17 +469,21 @@ class FitStage:
                 key = (region.data.shape[0], self.oversample(region.profile, region.scale))
                 groups.setdefault(key, []).append(k)
         for (window, s), rows in groups.items():
-            transfers = [
-                self.transfer(regions[k].profile, regions[k].scale, window, s) for k in rows
-            ]
-            shared = all(t is transfers[0] for t in transfers)
+            profiles = {id(regions[k].profile): regions[k] for k in rows}
+            if len(profiles) == 1:  # one PSF for all: its spectrum kept for later batches
+                first = regions[rows[0]]
+                spectrum = self._cache.get(
+                    first.profile, ("spectrum", first.scale, window, s),
+                    functools.partial(self.spectrum, [first], window, s),
+                )  # fmt: skip
+            else:
+                spectrum = self.spectrum([regions[k] for k in rows], window, s)
             batch = FitBatch(
                 torch.from_numpy(np.stack([regions[k].data for k in rows])),
                 torch.from_numpy(np.stack([regions[k].weight for k in rows])),
-                transfers[0][None] if shared else torch.stack(transfers),
+                spectrum,
                 torch.tensor([regions[k].gain for k in rows], dtype=torch.float64),
                 torch.from_numpy(np.stack([regions[k].start for k in rows])),
-                s,
             )
             result = self.engine.fit(batch) if iterate else self.engine.finish(
                 batch, project(batch.start.double()), torch.zeros(len(rows), dtype=torch.long),

@@ -23,6 +23,7 @@ the better estimate, and multiplying the two would count the pixels twice.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -127,7 +128,8 @@ class Measurer:
         self.add_pose(chosen, images, network)
         fits = self.fit(chosen, network)
         for j, k in enumerate(good):
-            out[k].update(combine(network[j], fits[j], self.predictor.labels))
+            fit_only = self.settings.fit.get("start", "network") == "moments"
+            out[k].update(combine(network[j], fits[j], self.predictor.labels, fit_only))
             self.finish_row(chosen[j], out[k], fits[j])
         return out
 
@@ -163,7 +165,10 @@ class Measurer:
 
     def add_pose(self, stamps: list[Stamp], images: np.ndarray, network: list[dict]) -> None:
         """Centre (the cutout's pixels) and position angle (radian) of each stamp's adaptive
-        moments, the fit's start (the network does not predict them)."""
+        moments, the fit's start (the network does not predict them). With ``fit.start`` =
+        ``moments`` (a fit without the network, for comparisons), the start's flux, size and
+        axis ratio come from the moments too: the stamp's total flux, re = 1.18 sigma (a
+        Gaussian's), n = 1."""
         x = torch.from_numpy(
             np.ascontiguousarray(images, dtype=np.float32) / self.predictor.noise_rms
         )
@@ -171,10 +176,19 @@ class Measurer:
         mxx, myy, mxy = m.double().numpy().T
         centre = (self.predictor.stamp_size - 1) / 2
         cx, cy = c.double().numpy().T + centre
+        from_moments = self.settings.fit.get("start", "network") == "moments"
         for j, stamp in enumerate(stamps):
             y, x_ = stamp.to_cutout(cy[j], cx[j])
             network[j].update(x=x_, y=y, pa=float(0.5 * np.arctan2(2 * mxy[j], mxx[j] - myy[j])))
             network[j]["gain"] = self.gain(stamp)
+            if from_moments:
+                half = math.sqrt(0.25 * (mxx[j] - myy[j]) ** 2 + mxy[j] ** 2)
+                big, small = 0.5 * (mxx[j] + myy[j]) + half, 0.5 * (mxx[j] + myy[j]) - half
+                network[j].update(
+                    flux=float(images[j].sum()) / stamp.to_model, n=1.0,
+                    re_px=1.1774 * math.sqrt(max(big, 1e-6)) * stamp.factor,
+                    q=math.sqrt(max(small, 1e-6) / max(big, 1e-6)),
+                )  # fmt: skip
 
     def gain(self, stamp: Stamp) -> float:
         """Counts per input unit for the source's Poisson noise: the specialist's exposure time
@@ -310,10 +324,11 @@ def helps(network: dict, bound: dict | None, ratio: float) -> bool:
     return False
 
 
-def combine(network: dict, fit: dict | None, labels) -> dict:
+def combine(network: dict, fit: dict | None, labels, fit_only: bool = False) -> dict:
     """The row's estimate: per label the network's value and sigma, or the fit's where the fit
-    iterated, converged within its bounds and is the tighter (module docstring); ``pa``,
-    ``x`` and ``y`` from the fit when it ran, else the stamp's moments (no sigma)."""
+    iterated, converged within its bounds and is the tighter (module docstring), or always
+    with ``fit_only``; ``pa``, ``x`` and ``y`` from the fit when it ran, else the stamp's
+    moments (no sigma)."""
     row = {k: v for k, v in network.items() if k not in ("model", "model_err")}
     row["fitted"] = []
     good = fit is not None and fit["iterations"] > 0 and fit["converged"] and not fit["at_bound"]
@@ -322,7 +337,7 @@ def combine(network: dict, fit: dict | None, labels) -> dict:
         return row
     for name in ("flux", "n", "re_px", "q"):
         net = network.get(f"{name}_err", math.inf)
-        if not math.isfinite(net) or fit[f"{name}_err"] < net:
+        if fit_only or not math.isfinite(net) or fit[f"{name}_err"] < net:
             row[name], row[f"{name}_err"] = fit[name], fit[f"{name}_err"]
             row["fitted"].append(name)
     for name in ("pa", "x", "y"):
@@ -335,7 +350,9 @@ def add_problem_row(row: dict, name: str, detail: str) -> None:
     row["problem"] = "; ".join(p for p in (row["problem"], f"{name}: {detail}") if p)
 
 
+@functools.lru_cache(maxsize=1)
 def _default_quality():
+    """conf/quality as packaged (read once: its numbers, where no run gives its own)."""
     from sersic_runtime.configs import load_group
 
     return load_group("quality")
@@ -375,7 +392,8 @@ def maker_for(predictor: Predictor, settings: Settings, input_scale: float = 1.0
                         "PIFF model)")  # fmt: skip
     fwhm = instrument.get("psf_fwhm_range_px") or (0.0, math.inf)
     config = predictor.payload["model"]["config"]
-    return GeneralistMaker(inner, psfs, int(config["psf_size"]), tuple(fwhm))
+    return GeneralistMaker(inner, psfs, int(config["psf_size"]), tuple(fwhm),
+                           settings.quality or _default_quality())  # fmt: skip
 
 
 def columns_of(predictor: Predictor) -> dict:

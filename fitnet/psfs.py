@@ -259,3 +259,28 @@ def psfs_for(needs_psf: bool, images, psf, includes_pixel: bool = True):
     if psf is None and hdf5_has_psfs(images):
         return RowImages()
     return psf_source(psf, count_images(images), includes_pixel)
+
+
+class ProfileCache:
+    """What was computed from a PSF profile (a transfer function, the network's PSF input),
+    kept for the few profiles many rows share and forgotten, oldest first, beyond ``size``
+    entries: a PSF per row (a cube, a PSFEx model) does not fill memory. Each entry holds its
+    profile, so an entry is never mistaken for another profile's."""
+
+    def __init__(self, size: int = 64):
+        from collections import OrderedDict
+
+        self.size, self._entries = size, OrderedDict()
+
+    def get(self, profile, key, compute):
+        """``compute()`` for ``profile`` and ``key``, or what it gave before."""
+        full = (id(profile), key)
+        entry = self._entries.get(full)
+        if entry is not None and entry[0] is profile:
+            self._entries.move_to_end(full)
+            return entry[1]
+        value = compute()
+        self._entries[full] = (profile, value)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value

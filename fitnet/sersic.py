@@ -87,13 +87,13 @@ class SersicFourier:
         log_n, log_k, table = sersic_table(n_points, k_points)
         self.log_n = (float(log_n[0]), float(log_n[1] - log_n[0]), len(log_n))
         self.log_k = (float(log_k[0]), float(log_k[1] - log_k[0]), len(log_k))
-        self.table = torch.tensor(table, dtype=torch.float64)
+        self.table = torch.tensor(table, dtype=torch.float32)
         self.slope_n = torch.diff(self.table, dim=0) / self.log_n[1]  # (n-1, K): dT / d ln n
 
     def rows(self, log_n: torch.Tensor):
         """Per galaxy (B,) the table row of its n and that row's derivative in ln n: (B, K)."""
         start, step, count = self.log_n
-        u = ((log_n - start) / step).clamp(0, count - 1 - 1e-9)
+        u = torch.nan_to_num((log_n - start) / step).clamp(0, count - 1.001)
         i = u.floor().long()
         w = (u - i)[:, None]
         return self.table[i] * (1 - w) + self.table[i + 1] * w, self.slope_n[i]
@@ -102,7 +102,7 @@ class SersicFourier:
         """T, dT/d ln kappa and dT/d ln n at ``log_kappa`` (B, ...), from ``rows()``."""
         start, step, count = self.log_k
         shape = log_kappa.shape
-        u = ((log_kappa.reshape(shape[0], -1) - start) / step).clamp(0, count - 1 - 1e-9)
+        u = ((log_kappa.reshape(shape[0], -1) - start) / step).clamp(0, count - 1.001)
         j = u.floor().long()
         w = u - j
         lo, hi = torch.gather(rows, 1, j), torch.gather(rows, 1, j + 1)

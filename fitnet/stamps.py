@@ -30,6 +30,7 @@ from simulate.stamps import pad_or_crop
 from .flags import BITS
 from .generalist import background_rms, bin_image, effective_psf
 from .inputs import Cutout, InputError
+from .psfs import ProfileCache
 from .quality import Checker
 
 log = logging.getLogger(__name__)
@@ -244,20 +245,16 @@ class GeneralistMaker:
     psfs: object
     psf_size: int
     fwhm_range: tuple[float, float]
-    _inputs: dict = field(default_factory=dict)
+    quality: object = None  # conf/quality: the noise measurement's source mask
+    _inputs: ProfileCache = field(default_factory=ProfileCache)
 
     def psf_input(self, psf, scale: float) -> tuple[np.ndarray, float]:
         """The network's PSF input of ``psf`` at ``scale`` arcsec / pixel, and its FWHM
         there (pixel); kept for the PSFs shared by many rows."""
-        key = (id(psf), scale)
-        if key not in self._inputs:
-            from simulate.psf import profile_fwhm
+        from simulate.psf import profile_fwhm
 
-            self._inputs[key] = (
-                effective_psf(psf, scale, self.psf_size),
-                profile_fwhm(psf) / scale,
-            )
-        return self._inputs[key]
+        return self._inputs.get(psf, scale, lambda: (effective_psf(psf, scale, self.psf_size),
+                                                     profile_fwhm(psf) / scale))  # fmt: skip
 
     def __call__(self, cutout: Cutout) -> Stamp:
         data = np.asarray(cutout.data, dtype=np.float64)
@@ -273,7 +270,7 @@ class GeneralistMaker:
             return flagged(cutout, "unreadable", problem)
         factor = max(1, math.ceil(max(data.shape) / self.maker.stamp_size))
         binned, top = bin_cutout(cutout, factor)
-        rms = background_rms(binned.data, binned.rms)
+        rms = background_rms(binned.data, binned.rms, self.quality)
         scale = self.maker.noise_rms / rms if rms > 0 else math.nan
         if not math.isfinite(scale):
             stamp = flagged(cutout, "no_source", "no noise measured")

@@ -89,7 +89,8 @@ def _default_groups(config_name: str) -> list[tuple[str, str]]:
 
 
 def _overrides(argv: list[str]) -> list[str]:
-    return [a for a in argv if "=" in a and not a.startswith("-")]
+    """The command line's Hydra overrides: key=value, +key=value and ~key."""
+    return [a for a in argv if ("=" in a and not a.startswith("-")) or a.startswith("~")]
 
 
 def check_overrides(config_name: str, argv: list[str], module: str) -> None:
@@ -240,8 +241,12 @@ def check_words(argv: list[str], module: str, config_name: str) -> None:
         if word in HYDRA_VALUE_FLAGS:
             next(words, None)
             continue
-        if word in HYDRA_FLAGS or (not word.startswith("-") and "=" in word):
-            continue
+        if (
+            word in HYDRA_FLAGS
+            or (not word.startswith("-") and "=" in word)
+            or word.startswith("~")
+        ):
+            continue  # a flag, key=value, or ~key (Hydra's deletion of a key)
         if word.startswith("-"):
             key, value = word.lstrip("-").split("=", 1)[0] or "key", "..."
         else:  # a bare value: the command's first required option is the likeliest

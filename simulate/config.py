@@ -61,6 +61,7 @@ class Render:
     alias_rings: int = MISSING
     alias_grid: int = MISSING
     alias_skip_flux: float = MISSING
+    alias_tolerance: float = MISSING
     n_grid_points: int = MISSING
     block_size: int = MISSING
     sort_window: int = MISSING

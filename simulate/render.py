@@ -65,6 +65,15 @@ def transfer_function(
     return array
 
 
+def oversampling(psf: galsim.GSObject, pixel_scale: float, tolerance: float) -> int:
+    """3 when the PSF x pixel transfer function at the Nyquist frequency exceeds ``tolerance``
+    (a PSF the pixels undersample, whose images need drawing finer than the pixels so that no
+    power folds back), else 1."""
+    grid = np.abs(transfer_function(psf, pixel_scale, 32))
+    nyquist = max(grid[0, :].max(), grid[:, -1].max())  # ky = -N/2 row, kx = N/2 column
+    return 3 if nyquist > tolerance else 1
+
+
 def sersic_profile(n: float, re: float, q: float, pa: float, flux: float) -> galsim.GSObject:
     """Sheared Sersic with semi-major-axis half-light radius ``re`` (arcsec), ``pa`` in deg.
 
@@ -124,17 +133,19 @@ class StampRenderer:
         self.alias_rings = int(render.alias_rings)
         self.alias_grid = int(render.alias_grid)
         self.alias_skip_flux = float(render.alias_skip_flux)
-        self.psf = make_psf(instrument)
-        n_fft = self.fft_size
-        self._dk = 2 * math.pi / (n_fft * self.pixel_scale)  # 1 / arcsec
-        # Half-plane k-grid as GalSim's own FFT drawing uses: kx = 0..N/2, ky = -N/2..N/2-1.
-        self._kbounds = galsim.BoundsI(0, n_fft // 2, -n_fft // 2, n_fft // 2 - 1)
-        self._transfer = transfer_function(self.psf, self.pixel_scale, n_fft)
+        self.alias_tolerance = float(render.alias_tolerance)
+        self._dk = 2 * math.pi / (self.fft_size * self.pixel_scale)  # 1 / arcsec
+        self.set_psf(make_psf(instrument))
 
     def set_psf(self, psf: galsim.GSObject) -> None:
-        """Render with ``psf`` (sizes in arcsec, unit flux) from now on (a PSF per galaxy)."""
+        """Render with ``psf`` (sizes in arcsec, unit flux) from now on (a PSF per galaxy); an
+        undersampled one on a 3 x finer grid (``oversampling``)."""
         self.psf = psf
-        self._transfer = transfer_function(psf, self.pixel_scale, self.fft_size)
+        self.oversample = oversampling(psf, self.pixel_scale, self.alias_tolerance)
+        n_fine = self.fft_size * self.oversample
+        # Half-plane k-grid as GalSim's own FFT drawing uses: kx = 0..N/2, ky = -N/2..N/2-1.
+        self._kbounds = galsim.BoundsI(0, n_fine // 2, -n_fine // 2, n_fine // 2 - 1)
+        self._transfer = transfer_function(psf, self.pixel_scale, self.fft_size, self.oversample)
 
     def _draw_k(self, profile: galsim.GSObject) -> np.ndarray:
         kimage = galsim.ImageCD(self._kbounds, scale=self._dk)
@@ -160,7 +171,9 @@ class StampRenderer:
         flux = float(flux_from_mag(mag, self.zero_point))
         gal = sersic_profile(n, re, q, pa, flux).shift(shift_x * pix, shift_y * pix)
         kimage = self._draw_k(gal) * self._transfer
-        image = np.fft.irfft2(np.fft.ifftshift(kimage, axes=0), s=(n_fft, n_fft))
+        o = self.oversample  # sampled at every o-th point of the o x finer grid: no aliasing
+        fine = np.fft.irfft2(np.fft.ifftshift(kimage, axes=0), s=(o * n_fft, o * n_fft))
+        image = fine[::o, ::o] * o**2
         _, dst = placement(size, s)
         rows = np.arange(dst.start, dst.stop)
         fft_idx = (rows - s // 2) % n_fft

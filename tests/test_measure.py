@@ -12,7 +12,14 @@ import torch
 from conftest import compose_config
 
 import fitnet
-from fitnet.fit import FitBatch, SersicFit, labels_from_params, params_from_labels
+from fitnet.fit import (
+    FitBatch,
+    SersicFit,
+    Spectrum,
+    box_side,
+    labels_from_params,
+    params_from_labels,
+)
 from fitnet.flags import BITS
 from fitnet.measure import combine
 from sersic_runtime.configs import load_group
@@ -47,10 +54,9 @@ def test_the_fits_model_is_the_simulators_rendering(simulator, galaxy):
     x, y = simulator.centre(dx, dy, s)
     flux = 10 ** (-0.4 * (mag - simulator.zero_point))
     params = params_from_labels([flux], [n], [re / scale], [q], [math.radians(pa)], [x], [y])
-    transfer = np.fft.ifftshift(transfer_function(simulator.psf, scale, 2 * s), axes=0)
-    model, _ = SersicFit(load_group("fit", "auto")).render(
-        params, torch.from_numpy(transfer)[None], s
-    )
+    transfer = np.fft.ifftshift(transfer_function(simulator.psf, scale, box_side(s)), axes=0)
+    spectrum = Spectrum(torch.from_numpy(transfer)[None], s, 1, 1e-7)
+    model, _ = SersicFit(load_group("fit", "auto")).render(params, spectrum)
     rms = 0.01453  # e-/s per pixel, the instrument's background
     assert np.sqrt(np.mean((model[0].numpy() - truth) ** 2)) < 0.01 * rms
     assert np.abs(model[0].numpy() - truth).max() < 2e-3 * truth.max()
@@ -122,11 +128,12 @@ def test_the_fit_recovers_a_galaxy_through_an_undersampled_psf():
     truth = draw(inst, labels, 48)
     flux = 10 ** (-0.4 * (labels["mag"] - inst.spec.zero_point))
     start = params_from_labels([flux * 1.1], [2.0], [3.3], [0.6], [0.5], [23.7], [23.3])
-    transfer = np.fft.ifftshift(transfer_function(inst.psf, inst.scale, 96, 3), axes=0)
+    transfer = np.fft.ifftshift(transfer_function(inst.psf, inst.scale, box_side(48), 3), axes=0)
     rms = inst.rms()
     data = torch.from_numpy(inst.noisy(truth, np.random.default_rng(2)).astype(np.float64))[None]
-    batch = FitBatch(data, torch.full_like(data, rms**-2), torch.from_numpy(transfer)[None],
-                     torch.tensor([inst.spec.exposure_time]), start, oversample=3)  # fmt: skip
+    spectrum = Spectrum(torch.from_numpy(transfer)[None], 48, 3, 1e-7)
+    batch = FitBatch(data, torch.full_like(data, rms**-2), spectrum,
+                     torch.tensor([inst.spec.exposure_time]), start)  # fmt: skip
     result = SersicFit(load_group("fit", "auto")).fit(batch)
     fitted = labels_from_params(result.params)
     assert result.converged.all()
