@@ -362,12 +362,13 @@ def reach_px(flux, n, re_px, q, rms: float, floor_nsigma: float) -> float:
     return float(re_px * max(ratio, 0.0) ** n)
 
 
-def window_side(reach: float, fwhm_px: float, cutout_px: int, cfg) -> int:
+def window_side(reach: float, fwhm_px: float, cfg) -> int:
     """The fit window's side (pixel): the galaxy's reach and ``window_fwhm`` PSF FWHM on each
-    side, no larger than the cutout (beyond it there are no pixels to fit), rounded up to a
-    multiple of 16 within ``window_px``."""
-    side = min(2 * (reach + cfg.window_fwhm * fwhm_px), cutout_px)
-    side = 16 * math.ceil(side / 16)
+    side, rounded up to a multiple of 16 within ``window_px``. It may run beyond the cutout
+    (those pixels have no weight): the window is what sets the FFT box, and a box smaller
+    than the galaxy folds its outer light back onto the pixels (a galaxy larger than its
+    cutout would come out too small)."""
+    side = 16 * math.ceil(2 * (reach + cfg.window_fwhm * fwhm_px) / 16)
     return int(min(max(side, cfg.window_px[0]), cfg.window_px[1]))
 
 
@@ -395,7 +396,7 @@ def make_region(stamp, start: dict, cfg) -> Region | None:
     reach = reach_px(
         start["flux"], start["n"], start["re_px"], start["q"], stamp.rms, cfg.floor_nsigma
     )
-    side = window_side(reach, fwhm if math.isfinite(fwhm) else 3.0, max(data.shape), cfg)
+    side = window_side(reach, fwhm if math.isfinite(fwhm) else 3.0, cfg)
     corner = (int(round(start["y"])) - side // 2, int(round(start["x"])) - side // 2)
     region, weight = (
         crop(data, corner, side),

@@ -38,9 +38,12 @@ def psf_image(psf: galsim.GSObject, pixel_scale: float, size: int = PSF_SIZE) ->
     return image / image.sum()
 
 
-def moment_start(image: np.ndarray, noise_rms: float) -> dict:
-    """Centre (numpy pixels), semi-major size (pixels), axis ratio, angle (deg from +x), flux."""
+def moment_start(image: np.ndarray, noise_rms: float, mask=None) -> dict:
+    """Centre (numpy pixels), semi-major size (pixels), axis ratio, angle (deg from +x), flux;
+    of the pixels ``mask`` (non-zero: bad) leaves."""
     y, x = np.indices(image.shape)
+    if mask is not None:
+        image = np.where(np.asarray(mask) != 0, 0.0, image)
     weights = np.where(image > 2 * noise_rms, image, 0.0)
     if weights.sum() <= 0:
         weights = np.clip(image, 0, None) + 1e-12
@@ -67,7 +70,13 @@ def sersic_intensity_at_re(flux: float, n: float, re: float, q: float) -> float:
 
 
 def fit_sersic(
-    image: np.ndarray, psf: np.ndarray, instrument: dict, n_start: float = 2.0, rms=None
+    image: np.ndarray,
+    psf: np.ndarray,
+    instrument: dict,
+    n_start: float = 2.0,
+    rms=None,
+    mask=None,
+    fit_sky: bool = False,
 ) -> dict:
     """Fit one Sersic to ``image`` (sky-subtracted e-/s per pixel); labels in contract units.
 
@@ -75,37 +84,46 @@ def fit_sersic(
     exposure_time_s, sky_level_e_per_s_per_pixel, read_noise_e, background_rms_e_per_s,
     noise_model). With a ``noise_model`` other than ``ccd`` imfit gets an error map instead:
     the stamp's background rms ``rms`` (e-/s per pixel; the file's when None) and the source's
-    Poisson noise, per pixel (correlations left out, as GALFIT and imfit users do).
+    Poisson noise, per pixel (correlations left out, as GALFIT and imfit users do). ``mask``
+    (the image's shape, non-zero: bad) leaves pixels out of the fit and of its start.
+    ``fit_sky`` fits a flat sky (e-/s per pixel, returned as ``sky``) with the Sersic, for an
+    image whose background was not subtracted.
     Returns mag, n, re (arcsec), q, pa (deg from +x), seconds, and ok (fit converged).
     """
     pyimfit = require_pyimfit()
     t = instrument["exposure_time_s"]
-    start = moment_start(image, instrument["background_rms_e_per_s"])
+    start = moment_start(image, instrument["background_rms_e_per_s"], mask)
     h, w = image.shape
     model = pyimfit.SimpleModelDescription()
     model.x0.setValue(start["x"] + 1, [start["x"] + 1 - 5, start["x"] + 1 + 5])  # imfit is 1-based
     model.y0.setValue(start["y"] + 1, [start["y"] + 1 - 5, start["y"] + 1 + 5])
     sersic = pyimfit.make_imfit_function("Sersic")
-    sersic.PA.setValue((start["pa"] - 90.0) % 180.0, [-90.0, 270.0])  # imfit: from +y
+    sersic.PA.setValue((start["pa"] - 90.0) % 180.0)  # imfit: from +y; periodic, so no limits
     sersic.ell.setValue(1.0 - start["q"], [0.0, 0.95])
     sersic.n.setValue(n_start, [0.2, 10.0])
     i_e = sersic_intensity_at_re(start["flux"] * t, n_start, start["re"], start["q"])
     sersic.I_e.setValue(i_e, [i_e * 1e-4, i_e * 1e4])
     sersic.r_e.setValue(start["re"], [0.1, 2.0 * max(h, w)])
     model.addFunction(sersic)
+    if fit_sky:
+        sky = pyimfit.make_imfit_function("FlatSky")
+        sky.I_sky.setValue(0.0, [-1e6, 1e6])  # e- per pixel
+        model.addFunction(sky)
     fitter = pyimfit.Imfit(model, psf=psf, maxThreads=1)
     t0 = time.perf_counter()
     electrons = image.astype(np.float64) * t
     if instrument.get("noise_model", "ccd") == "ccd":
         fitter.fit(
             electrons,
+            mask=mask,
             gain=1.0,
             read_noise=instrument["read_noise_e"],
             original_sky=instrument["sky_level_e_per_s_per_pixel"] * t,
         )
     else:
         background = (instrument["background_rms_e_per_s"] if rms is None else rms) * t
-        fitter.fit(electrons, error=np.sqrt(background**2 + np.clip(electrons, 0, None)))
+        fitter.fit(electrons, mask=mask,
+                   error=np.sqrt(background**2 + np.clip(electrons, 0, None)))  # fmt: skip
     seconds = time.perf_counter() - t0
     params = dict(zip(fitter.numberedParameterNames, fitter.getRawParameters(), strict=True))
     n_fit = params["n_1"]
@@ -120,4 +138,5 @@ def fit_sersic(
         "pa": (params["PA_1"] + 90.0) % 180.0,
         "seconds": seconds,
         "ok": bool(fitter.fitConverged),
+        "sky": params.get("I_sky_2", 0.0) / t,
     }

@@ -236,6 +236,9 @@ class Measurer:
         if fit is not None:
             columns.update(chi2=fit["footprint_chi2"], chi2_pixels=fit["footprint_pixels"],
                            fit_iterations=fit["iterations"])  # fmt: skip
+            if set(row["fitted"]) >= {"flux", "n", "re_px", "q"}:
+                # every label is the fit's, on the cutout's own pixels and PSF
+                drop_problem(row, "psf_range", "outside the trained")
             if fit["iterations"] and (not fit["converged"] or fit["at_bound"]):
                 why = "did not converge" if not fit["converged"] else "ended at n's bound"
                 add_problem_row(
@@ -348,6 +351,16 @@ def combine(network: dict, fit: dict | None, labels, fit_only: bool = False) -> 
 def add_problem_row(row: dict, name: str, detail: str) -> None:
     row["flag"] = row["flag"] | BITS[name]
     row["problem"] = "; ".join(p for p in (row["problem"], f"{name}: {detail}") if p)
+
+
+def drop_problem(row: dict, name: str, containing: str) -> None:
+    """Remove ``row``'s ``name`` problems whose text holds ``containing`` (a problem of the
+    network's answer that the fit replaced); the bit goes when no ``name`` problem is left."""
+    parts = [p for p in row["problem"].split("; ") if p]
+    keep = [p for p in parts if not (p.startswith(f"{name}:") and containing in p)]
+    row["problem"] = "; ".join(keep)
+    if not any(p.startswith(f"{name}:") for p in keep):
+        row["flag"] = row["flag"] & ~BITS[name]
 
 
 @functools.lru_cache(maxsize=1)

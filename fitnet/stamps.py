@@ -288,7 +288,8 @@ class GeneralistMaker:
             add_problem(
                 stamp,
                 "psf_range",
-                f"PSF FWHM {fwhm:.2f} px outside the trained {lo:.2f}-{hi:.2f} px",
+                f"PSF FWHM {fwhm:.2f} px outside the trained {lo:.2f}-{hi:.2f} px"
+                " (cleared where the fit measures every label)",
             )
         return stamp
 

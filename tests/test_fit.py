@@ -117,3 +117,36 @@ def test_the_fit_recovers_galaxies_with_the_errors_it_states(fitter):
     for name, true in (("flux", "flux"), ("n", "n"), ("re_px", "re"), ("x", "x"), ("y", "y")):
         pull = (labels[name].numpy() - truth[true]) / errors[name].numpy()
         assert abs(np.median(pull)) < 0.6 and 0.6 < np.std(pull) < 1.5, (name, pull)
+
+
+def test_a_galaxy_larger_than_its_cutout_is_fitted_to_its_true_size(fitter):
+    # only the central 96 px are data; the window (the FFT box) holds the whole galaxy, so
+    # its outer light does not fold back onto the pixels
+    rng = np.random.default_rng(5)
+    psf, window, cut = galsim.Moffat(beta=3.0, fwhm=3.0), 256, 96
+    true = dict(flux=2e5, n=2.5, re=40.0, q=0.75, pa=0.3, x=127.2, y=127.6)
+    data = galsim_image(psf, window, *true.values()) + rng.normal(0.0, 1.0, (window, window))
+    weight = np.zeros((window, window))
+    lo = (window - cut) // 2
+    weight[lo : lo + cut, lo : lo + cut] = 1.0
+    start = params_from_labels([1.5e5], [2.0], [30.0], [0.7], [0.35], [127.0], [128.0])
+    batch = FitBatch(torch.tensor(data * weight)[None], torch.tensor(weight)[None],
+                     spectrum(psf, window), torch.zeros(1), start)  # fmt: skip
+    labels = labels_from_params(fitter.fit(batch).params)
+    assert labels["re_px"].item() == pytest.approx(40.0, rel=0.03)
+    assert labels["n"].item() == pytest.approx(2.5, rel=0.05)
+
+
+def test_the_fit_window_holds_the_whole_galaxy_even_beyond_its_cutout():
+    from types import SimpleNamespace
+
+    from fitnet.fit import make_region
+
+    cutout = SimpleNamespace(data=np.zeros((96, 96)), mask=None, padding=None, others=None,
+                             rms=None, pixel_scale=0.4)  # fmt: skip
+    stamp = SimpleNamespace(cutout=cutout, profile=galsim.Moffat(beta=3.0, fwhm=1.2),
+                            rms=1.0, neighbours=None)  # fmt: skip
+    start = dict(flux=2e5, n=2.5, re_px=40.0, q=0.75, pa=0.3, x=47.5, y=47.5)
+    region = make_region(stamp, start, load_group("fit", "auto"))
+    assert region.data.shape[0] > 96  # wider than the cutout
+    assert region.weight[:, 0].sum() == 0  # the pixels beyond the cutout carry no weight

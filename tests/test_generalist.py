@@ -108,7 +108,17 @@ def test_cutouts_of_another_instrument_come_back_in_its_units(generalist_ckpt, c
     np.testing.assert_allclose(
         table["mag"], 28.0 - 2.5 * np.log10(table["flux"])
     )  # header's MAGZERO
+    assert not table["flag"][1] & 32768  # the fit measured every label: psf_range cleared
+
+
+def test_a_psf_outside_the_trained_range_flags_the_network_answer(
+    generalist_ckpt, cutouts, tmp_path
+):
+    folder, psf = cutouts
+    result, table = predict(generalist_ckpt, tmp_path, f"input={folder}", f"psf={psf}", "fit=none")
+    assert result.returncode == 0, result.stderr
     assert table["flag"][1] & 32768  # 1 px FWHM once binned: outside the trained range
+    assert "psf_range" in table["problem"][1]
 
 
 def test_brighter_units_scale_the_flux_only(generalist_ckpt, cutouts, tmp_path):

@@ -140,3 +140,25 @@ def test_the_fit_recovers_a_galaxy_through_an_undersampled_psf():
     assert fitted["re_px"].item() == pytest.approx(3.0, rel=0.05)
     assert fitted["n"].item() == pytest.approx(1.5, rel=0.1)
     assert (result.chi2 / result.pixels).item() == pytest.approx(1.0, abs=0.1)
+
+
+def test_drop_problem_removes_only_the_named_problem_and_its_bit():
+    from fitnet.flags import BITS
+    from fitnet.measure import drop_problem
+
+    row = {"flag": BITS["psf_range"] | BITS["neighbours"],
+           "problem": "neighbours: a companion; psf_range: FWHM outside the trained range"}  # fmt: skip
+    drop_problem(row, "psf_range", "outside the trained")
+    assert row["flag"] == BITS["neighbours"]
+    assert row["problem"] == "neighbours: a companion"
+
+
+def test_drop_problem_keeps_the_bit_while_another_problem_of_its_name_is_left():
+    from fitnet.flags import BITS
+    from fitnet.measure import drop_problem
+
+    row = {"flag": BITS["psf_range"],
+           "problem": "psf_range: FWHM outside the trained range; psf_range: PSFEx model at x"}  # fmt: skip
+    drop_problem(row, "psf_range", "outside the trained")
+    assert row["flag"] == BITS["psf_range"]
+    assert row["problem"] == "psf_range: PSFEx model at x"
