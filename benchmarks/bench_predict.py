@@ -1,191 +1,154 @@
-"""Prediction speed against the classical fitter, on the same stamps, in one run.
+"""Prediction speed as a user gets it, against pyimfit on the same stamps, in one run.
 
-    python benchmarks/bench_predict.py --ckpt outputs/train/.../best.pt --data data/sersic/test.h5
-    python benchmarks/bench_predict.py            # an untrained default model: speed only
+    python benchmarks/bench_predict.py --out data/bench-predict --stamps 2000 --fits 20
 
-1. ``fitnet`` prediction, the path ``python -m fitnet.predict`` takes (HDF5 reading, pad/crop,
-   normalisation, forward pass, catalogue rows), on ``--predict`` stamps: galaxies/s on the CPU
-   with all threads (without the checks, and with every check of conf/quality on, as
-   ``fitnet.predict`` runs by default) and with one, and on the GPU when there is one.
-2. pyimfit (``pip install -e '.[imfit]'``): one Sersic with the true PSF, moment-based start,
-   known noise, one thread, on the first ``--fit`` of the same stamps: seconds per galaxy.
-3. The ratio: galaxies/s of prediction times seconds of one pyimfit fit on one core
-   (targets: 1,000x on the same CPU, 100,000x on one GPU).
+Simulates ``--stamps`` galaxies of the default instrument (once; kept in ``--out``), then
+times whole commands, each as a user runs it (start-up included in the wall time; the in-loop
+rate from the command's own log line):
+
+- ``python -m fitnet.predict input=test.h5`` with its defaults (every check on, ``fit=auto``),
+  with ``quality=none``, with ``fit=none``, with ``fit=all`` and with ``threads=1``;
+- the generalist's default command on the same stamps (``psf=`` the instrument's PSF image;
+  every row fitted);
+- the default command on a busy node: one CPU-bound process per core spinning beside it, with
+  ``threads=auto`` (the default) and with all the cores forced (``threads=<cores>``);
+- pyimfit (``fitnet.baseline``, true PSF, known noise, one core) on the first ``--fits`` stamps.
+
+Each rate is also given per core, as a ratio to pyimfit's fits per second on one core. Writes
+``results.json`` and ``results.md`` in ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import json
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from astropy.table import Table
 
-from fitnet.inference import Predictor, predict_table
-from fitnet.inputs import StampMaker, iter_stamps
-from fitnet.models import build_model
-from fitnet.quality import Checker
-from simulate.priors import FIT_LABELS
+from sersic_runtime.cores import usable_cores
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+RATE = re.compile(r"in ([0-9.]+) s \(([0-9.]+) images/s\)")
 
 
-def untrained_checkpoint(data: Path, folder: Path) -> Path:
-    """A default-config checkpoint with random weights (speed does not depend on weights)."""
-    from fitnet import checkpoint
-    from fitnet.data import describe_split, fit_image_norm, read_labels
-    from fitnet.labels import LabelScaler, parse_targets
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train")
-    targets = parse_targets(cfg.target)
-    attrs = describe_split(data, targets)
-    model_cfg = OmegaConf.to_container(cfg.model)
-    model = build_model(model_cfg, 1, len(targets), attrs["stamp_size"])
-    payload = checkpoint.make_payload(
-        model=model,
-        model_cfg=model_cfg,
-        stamp_size=attrs["stamp_size"],
-        targets=targets,
-        loss=cfg.loss,
-        scaler=LabelScaler.fit(targets, cfg.labels, read_labels(data, targets)),
-        norm=fit_image_norm(
-            data,
-            attrs["background_rms_e_per_s"],
-            cfg.image_norm.softening,
-            cfg.image_norm.stats_images,
-        ),
-        instrument=attrs,
-        prior={},
-        cfg=cfg,
-        state={},
-    )
-    path = folder / "untrained.pt"
-    checkpoint.save(path, payload)
-    return path
+def command(args: list[str], log: Path) -> dict:
+    """Run ``python -m args``; its wall time and the in-loop seconds and rate it logged."""
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        subprocess.run([sys.executable, "-m", *args], check=True, stdout=fh,
+                       stderr=subprocess.STDOUT)  # fmt: skip
+    wall = time.perf_counter() - start
+    found = RATE.findall(log.read_text())
+    seconds, rate = (float(v) for v in found[-1]) if found else (float("nan"),) * 2
+    return {"wall_s": wall, "loop_s": seconds, "loop_rate": rate}
 
 
-def predict_rate(
-    ckpt: Path, data: Path, count: int, device: torch.device, batch: int, amp=False, quality=None
-) -> float:
-    """Galaxies/s of prediction; with ``quality`` (conf/quality), every check of it on."""
-    predictor = Predictor(ckpt, device, amp)
-    checker = Checker(quality, predictor.stamp_size, predictor.noise_rms) if quality else None
-    maker = StampMaker(predictor.stamp_size, predictor.noise_rms, checker=checker)
-
-    def stamps():
-        for k, stamp in enumerate(iter_stamps(data, maker, predictor.pixel_scale)):
-            if k == count:
-                return
-            yield stamp
-
-    predict_table(predictor, stamps(), batch, quality=quality)  # warm-up (allocations, kernels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    table = predict_table(predictor, stamps(), batch, quality=quality)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return len(table) / (time.perf_counter() - t0)
+def simulate(out: Path, stamps: int) -> Path:
+    data = out / "data"
+    if not (data / "test.h5").exists():
+        command(["simulate", f"n={stamps}", "splits.train=0", "splits.val=0", "splits.test=1",
+                 "montage=0", f"out_dir={data}", "bounds.splits=[]"],
+                out / "simulate.log")  # fmt: skip
+    return data / "test.h5"
 
 
-def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--ckpt", default=None, help="checkpoint (default: an untrained default model)"
-    )
-    parser.add_argument(
-        "--data", default="data/sersic/test.h5", help="HDF5 file in the data layout"
-    )
-    parser.add_argument(
-        "--predict", type=int, default=2000, help="stamps for the prediction timing"
-    )
-    parser.add_argument("--fit", type=int, default=20, help="stamps fitted with pyimfit")
-    parser.add_argument(
-        "--batch", type=int, default=None, help="images per batch (default: conf/predict.yaml)"
-    )
+def psf_file(data: Path, out: Path) -> tuple[Path, float]:
+    """The file's PSF as an effective PSF image at its sampling, and its pixel scale."""
+    import h5py
+    from astropy.io import fits
+
+    from simulate.psf_record import from_record
+
+    with h5py.File(data) as f:
+        attrs = dict(f.attrs)
+    scale = float(attrs["pixel_scale_arcsec"])
+    image = from_record(attrs["psf"]).drawImage(nx=63, ny=63, scale=scale).array
+    path = out / "psf.fits"
+    fits.writeto(path, (image / image.sum()).astype(np.float32), overwrite=True)
+    return path, scale
+
+
+def busy(cores: int) -> list[subprocess.Popen]:
+    """One CPU-bound process per core (another job on the node)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    time.sleep(1.0)
+    return spinners
+
+
+def runs(out: Path, data: Path, cores: int) -> dict:
+    """Every timed command (module docstring), by name."""
+    psf, scale = psf_file(data, out)
+    base = ["fitnet.predict", f"input={data}", "progress=false", "resume=false"]
+    cases = {
+        "default (checks on, fit=auto)": [],
+        "quality=none": ["quality=none"],
+        "fit=none (checks on)": ["fit=none"],
+        "fit=all": ["fit=all"],
+        "threads=1": ["threads=1"],
+        "generalist default": ["ckpt=generalist", f"psf={psf}", f"pixel_scale={scale}"],
+    }
+    results = {}
+    for k, (name, extra) in enumerate(cases.items()):
+        results[name] = command([*base, f"output={out / f'run{k}.ecsv'}", *extra],
+                                out / f"run{k}.log")  # fmt: skip
+        print(name, results[name], flush=True)
+    for name, extra in (("busy node, threads=auto", []), (f"busy node, threads={cores}",
+                                                          [f"threads={cores}"])):  # fmt: skip
+        spinners = busy(cores)
+        try:
+            results[name] = command([*base, f"output={out / 'busy.ecsv'}", *extra],
+                                    out / "busy.log")  # fmt: skip
+        finally:
+            for p in spinners:
+                p.kill()
+                p.wait()
+        print(name, results[name], flush=True)
+    return results
+
+
+def pyimfit_seconds(out: Path, data: Path, fits: int) -> float:
+    path = out / "imfit.ecsv"
+    if not path.exists():
+        command(["fitnet.baseline", f"data={data}", f"limit={fits}", f"output={path}"],
+                out / "imfit.log")  # fmt: skip
+    return float(np.mean(Table.read(path)["seconds"]))
+
+
+def markdown(results: dict, imfit_s: float, cores: int, stamps: int) -> str:
+    lines = [f"{stamps} stamps; pyimfit {imfit_s:.2f} s per fit on one core; {cores} cores.", "",
+             "| command | wall (s) | in-loop (img/s) | per core vs pyimfit (in-loop) | per core vs pyimfit (wall) |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, r in results.items():
+        threads = 1 if "threads=1" in name else cores
+        loop = r["loop_rate"] / threads * imfit_s
+        wall = stamps / r["wall_s"] / threads * imfit_s
+        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['loop_rate']:.0f} | {loop:,.0f}x | "
+                     f"{wall:,.0f}x |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--stamps", type=int, default=2000)
+    parser.add_argument("--fits", type=int, default=20, help="stamps fitted with pyimfit")
     args = parser.parse_args()
-    data = Path(args.data)
-    with h5py.File(data) as f:
-        available = len(f["images"])
-    count = min(args.predict, available)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        predict_cfg = compose("predict", overrides=["ckpt=x", "input=x", "output=x"])
-    batch, quality = predict_cfg.batch_size, predict_cfg.quality
-    if args.batch:
-        batch = OmegaConf.create({"cpu": args.batch, "cuda": args.batch})
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(args.ckpt) if args.ckpt else untrained_checkpoint(data, Path(tmp))
-        threads = torch.get_num_threads()
-        rates = {
-            f"cpu, {threads} threads": predict_rate(
-                ckpt, data, count, torch.device("cpu"), batch.cpu
-            )
-        }
-        rates[f"cpu, {threads} threads, checks on"] = predict_rate(
-            ckpt, data, count, torch.device("cpu"), batch.cpu, quality=quality
-        )
-        rates[f"cpu, {threads} threads, bf16"] = predict_rate(
-            ckpt, data, count, torch.device("cpu"), batch.cpu, amp=True
-        )
-        torch.set_num_threads(1)
-        rates["cpu, 1 thread"] = predict_rate(ckpt, data, count, torch.device("cpu"), batch.cpu)
-        torch.set_num_threads(threads)
-        if torch.cuda.is_available():
-            rates[f"cuda ({torch.cuda.get_device_name()})"] = predict_rate(
-                ckpt, data, count, torch.device("cuda"), batch.cuda
-            )
-        instrument = Predictor(ckpt, torch.device("cpu")).instrument
-    print(
-        f"fitnet predict on {count} stamps of {data} ({'untrained default model' if not args.ckpt else ckpt}):"
-    )
-    for name, rate in rates.items():
-        print(f"  {name:32s}: {rate:9.1f} galaxies/s")
-
-    if args.fit <= 0:
-        return
-    from fitnet.imfit import fit_sersic, psf_image
-    from simulate.psf_record import build_psf
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        sim = compose("simulate")
-    psf = psf_image(build_psf(sim.instrument.psf), instrument["pixel_scale_arcsec"])
-    with h5py.File(data) as f:
-        images = f["images"][: args.fit]
-        true = {k: f["params"][k][: args.fit] for k in FIT_LABELS}
-    fits = [fit_sersic(image, psf, instrument) for image in images]
-    seconds = np.array([r["seconds"] for r in fits])
-    ok = np.array([r["ok"] for r in fits])
-    print(
-        f"pyimfit, one Sersic, true PSF (no pixel), moment start, known noise, 1 thread, {len(fits)} stamps:"
-    )
-    print(
-        f"  {seconds.mean():.2f} s per galaxy on average (median {np.median(seconds):.2f}, max {seconds.max():.2f}); "
-        f"{ok.mean():.0%} converged"
-    )
-    for name in FIT_LABELS:
-        fitted = np.array([r[name] for r in fits])
-        err = (
-            fitted - true[name]
-            if name in ("mag", "q")
-            else (
-                np.log10(fitted / true[name]) if name == "n" else (fitted - true[name]) / true[name]
-            )
-        )
-        print(
-            f"  {name:3s} error: median {np.median(err):+.3f}, half 16-84 range {0.5 * np.subtract(*np.percentile(err, [84, 16])):.3f}"
-        )
-    print("speed-up of fitnet predict over one pyimfit fit on one core:")
-    for name, rate in rates.items():
-        print(f"  {name:32s}: {rate * seconds.mean():12.0f}x")
-    print("  (targets: >= 1,000x on the same CPU, >= 100,000x on one GPU)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cores = usable_cores()
+    data = simulate(args.out, args.stamps)
+    imfit_s = pyimfit_seconds(args.out, data, args.fits)
+    results = runs(args.out, data, cores)
+    summary = {"cores": cores, "stamps": args.stamps, "pyimfit_s_per_fit": imfit_s,
+               "runs": results}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    text = markdown(results, imfit_s, cores, args.stamps)
+    (args.out / "results.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Steps (each a command of the project or a script beside this one, its output kep
 2. ``benchmarks/bench_train.py``: images/s of training steps on every device, synthetic batch
    against the in-memory (GPU-resident) and streamed pipelines, bf16 against float32, with
    channels-last (the training default).
-3. ``benchmarks/bench_predict.py`` with the shipped model: galaxies/s of prediction on the CPU
-   and the GPU (skipped when reduced: the shipped model takes 128 px stamps).
+3. ``benchmarks/bench_predict.py``: the default predict command's images/s, with every check
+   and the fit, on this machine's device (skipped when reduced: the shipped model takes 128 px
+   stamps), and ``benchmarks/bench_fit.py``: fits per second of the batched Sersic fit on the
+   CPU and the GPU (goal: 5,000 a second on one GPU).
 4. ``python -m fitnet.train`` for ``--epochs`` on the GPU (``device=auto``): seconds per epoch.
 5. ``torchrun`` DDP: ``--ddp`` processes (NCCL, one per GPU, when there are that many GPUs;
    else gloo on the CPU) for one epoch, its seconds and loss beside one process.
@@ -55,10 +57,10 @@ def epochs_of(folder: Path) -> list[dict]:
 
 
 def rates(text: str) -> dict[str, float]:
-    """'<label> : <number> images/s' (or galaxies/s) lines of a benchmark's output."""
+    """'<label> : <number> images/s' (or galaxies/s, fits/s) lines of a benchmark's output."""
     found = {}
     for line in text.splitlines():
-        m = re.match(r"\s*(.+?)\s*:\s*([\d.]+)\s*(images|galaxies)/s", line)
+        m = re.match(r"\s*(.+?)\s*:\s*([\d.]+)\s*(images|galaxies|fits)/s", line)
         if m:
             found[m.group(1)] = float(m.group(2))
     return found
@@ -89,10 +91,13 @@ def main() -> None:
                       out / "bench_train.log", args.timeout)  # fmt: skip
     figures["train_images_per_s"] = rates(text)
     if not args.reduced:
-        text, _ = command([str(HERE / "bench_predict.py"), "--data", str(data / "test.h5"),
-                           "--predict", "2000", "--fit", "5"], out / "bench_predict.log",
-                          args.timeout)  # fmt: skip
-        figures["predict_galaxies_per_s"] = rates(text)
+        command([str(HERE / "bench_predict.py"), "--out", str(out / "predict"), "--stamps",
+                 "2000", "--fits", "5"], out / "bench_predict.log", args.timeout)  # fmt: skip
+        runs = json.loads((out / "predict" / "results.json").read_text())["runs"]
+        figures["predict_galaxies_per_s"] = {k: v["loop_rate"] for k, v in runs.items()}
+    text, _ = command([str(HERE / "bench_fit.py"), "--galaxies", "200" if args.reduced else "20000"],
+                      out / "bench_fit.log", args.timeout)  # fmt: skip
+    figures["fits_per_s"] = rates(text)
     common = ["-m", "fitnet.train", f"data_dir={data}", "progress=false", "loss=gaussian_nll"]
     one = out / "train-1"
     _, seconds = command([*common, f"epochs={epochs}", f"output_dir={one}",
@@ -117,7 +122,7 @@ def main() -> None:
 def markdown(figures: dict, out: Path) -> str:
     lines = [f"# {figures['device']} (torch {figures['torch']}, reduced={figures['reduced']})",
              "", "| figure | value |", "| --- | --- |"]  # fmt: skip
-    for group in ("train_images_per_s", "predict_galaxies_per_s"):
+    for group in ("train_images_per_s", "predict_galaxies_per_s", "fits_per_s"):
         for key, value in figures.get(group, {}).items():
             lines.append(f"| {group}: {key} | {value:,.1f} |")
     lines.append(f"| simulate {figures['galaxies']} galaxies | {figures['simulate_s']:.1f} s |")
@@ -127,7 +132,7 @@ def markdown(figures: dict, out: Path) -> str:
     d = figures["ddp"]
     lines.append(f"| DDP {d['processes']} x {d['backend']}: s per epoch, train loss (1 process: "
                  f"{figures['train_loss_1_process']:.4f}) | {d['seconds_per_epoch']:.1f}, {d['train_loss']:.4f} |")  # fmt: skip
-    for log in ("bench_train.log", "bench_predict.log"):
+    for log in ("bench_train.log", "bench_predict.log", "bench_fit.log"):
         if (out / log).exists():
             lines += ["", f"## {log}", "", "```", (out / log).read_text().strip(), "```"]
     return "\n".join(lines) + "\n"

@@ -19,27 +19,32 @@ The PSF-conditioned generalist measures any instrument's cutouts given their PSF
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from astropy.table import Table
 
-from sersic_runtime.configs import load_group
+from sersic_runtime.configs import compose_packaged, load_group
 from sersic_runtime.errors import UserError
 from sersic_runtime.options import positive
 
+from .catalogue import write_table
 from .generalist import zero_point_of
 from .inference import Predictor
 from .inputs import first_fits
 from .measure import FIT_MODES, Measurer, Settings, measure_cutouts
+from .parts import Parts, file_stamp
 from .psfs import psfs_for
-from .runtime import checkpoint_paths, resolve_device
+from .runtime import checkpoint_paths, resolve_device, set_threads
 
 
 class Model:
     """A loaded model (one checkpoint, or single-target checkpoints combined)."""
 
-    def __init__(self, predictor: Predictor, batch_size: int, quality):
+    def __init__(self, predictor: Predictor, batch_size: int, quality, resume_rows: int):
         self.predictor = predictor
         self.batch_size = batch_size  # images per forward pass
         self.quality = quality  # the checks (conf/quality)
+        self.resume_rows = resume_rows  # rows per saved part of a call with an output
 
     @property
     def labels(self) -> list[str]:
@@ -84,6 +89,7 @@ class Model:
         zero_point: float | None = None,
         gain: float | None = None,
         psf_includes_pixel: bool = True,
+        output=None,
     ) -> Table:
         """The catalogue of ``images`` (see the module docstring).
 
@@ -102,6 +108,11 @@ class Model:
         pixel (else their header's); ``zero_point`` the AB mag of one image unit summed (else
         the header's MAGZERO, MAGZPT or ZP; without one, fluxes only); ``gain`` the counts per
         image unit (else the header's GAIN). Pixels may be in any units.
+
+        ``output``: a catalogue path (.csv, .ecsv, .fits) the table is also written to,
+        atomically; the rows are saved beside it as they are measured, and the same call
+        after a kill measures only the rest (``fitnet.parts``; ``resume_rows`` rows a part,
+        conf/predict.yaml's).
         """
         predictor = self.predictor
         if psf is not None and not predictor.needs_psf:
@@ -111,23 +122,63 @@ class Model:
         settings = Settings(load_group("fit", fit) if fit in FIT_MODES else _bad_fit(fit),
                             self.quality if checks else None, zp, gain, self.batch_size)  # fmt: skip
         psfs = psfs_for(predictor.needs_psf, images, psf, psf_includes_pixel)
-        return measure_cutouts(
+        arguments = dict(input_scale=input_scale, pixel_scale=pixel_scale, pad_seed=pad_seed,
+                         allow=allow_pixel_scale_mismatch, checks=checks, fit=fit,
+                         psf=fingerprint(psf), zero_point=zp, gain=gain,
+                         psf_includes_pixel=psf_includes_pixel)  # fmt: skip
+        parts = None if output is None else self._parts(output, images, mask, arguments)
+        table = measure_cutouts(
             Measurer(predictor, settings), images,
             input_scale=positive("input_scale", input_scale), pad_seed=pad_seed,
             pixel_scale=pixel_scale, allow_mismatch=allow_pixel_scale_mismatch, mask=mask,
-            psfs=psfs, progress=progress,
+            psfs=psfs, progress=progress, parts=parts,
         )  # fmt: skip
+        if parts is not None:
+            parts.save()
+            write_table(table, output)
+            parts.remove()
+        return table
+
+    def _parts(self, output, images, mask, arguments: dict) -> Parts:
+        """The saved rows of an earlier call with the same images, model and arguments."""
+        run = {"checkpoints": [file_stamp(p) for p in self.predictor.paths], **arguments,
+               "images": fingerprint(images), "mask": fingerprint(mask)}  # fmt: skip
+        parts = Parts(output, run, self.resume_rows)
+        parts.load()
+        return parts
+
+
+def fingerprint(value):
+    """What identifies the images (or masks, PSFs) of a call: files by ``file_stamp``,
+    arrays by their type, shape and a hash of their bytes."""
+    import hashlib
+
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return file_stamp(value)
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        return [str(array.dtype), list(array.shape), hashlib.sha256(array.data).hexdigest()]
+    if isinstance(value, (list, tuple)):
+        return [fingerprint(v) for v in value]
+    return repr(value)
 
 
 def _bad_fit(fit):
     raise UserError(f"fit={fit!r} is not allowed: choose from {', '.join(FIT_MODES)}")
 
 
-def load(path=None, *, device: str = "auto", amp: bool | None = None) -> Model:
+def load(path=None, *, device: str = "auto", amp: bool | None = None, threads="auto") -> Model:
     """The shipped pretrained model, a shipped one by name (``"generalist"``), or the
     checkpoint(s) at ``path`` (one path or a list of single-target ones). ``device``: auto,
-    cpu or cuda; ``amp``: bfloat16 autocast (default from conf/inference)."""
+    cpu or cuda; ``amp``: bfloat16 autocast (default from conf/inference); ``threads``: the
+    CPU threads, ``auto`` or a number (``fitnet.runtime.set_threads``)."""
     inference = load_group("inference")
+    set_threads(threads)
     device = resolve_device(device)
     predictor = Predictor(checkpoint_paths(path), device, inference.amp if amp is None else amp)
-    return Model(predictor, int(inference.batch_size[device.type]), load_group("quality"))
+    return Model(predictor, int(inference.batch_size[device.type]), load_group("quality"),
+                 int(compose_packaged("predict").resume_rows))  # fmt: skip

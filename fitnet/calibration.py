@@ -22,7 +22,7 @@ from .inference import Predictor
 from .labels import validate_calibration
 from .measure import measure_file
 from .metrics import calibration, standard_scores
-from .runtime import checkpoint_paths, resolve_device
+from .runtime import checkpoint_paths, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def calibrate(cfg: DictConfig) -> dict:
         raise UserError(f"output={output} must be a .pt checkpoint path")
     validate_calibration(cfg.calibration)
 
+    set_threads(cfg.threads)
     predictor = Predictor(ckpts, resolve_device(cfg.device), cfg.amp)
     payload = predictor.payload
     if payload["loss"] != "gaussian_nll":

@@ -113,7 +113,7 @@ def column_table(rows: list[dict], predictor, settings, extra_columns=None):
     table["problem"].description = "the names of the flag bits set, with what was measured"
     table.meta["checkpoints"] = ",".join(predictor.paths)
     table.meta["fit"] = settings.fit.mode
-    scales = {r["stamp"].cutout.pixel_scale for r in rows if r["stamp"].cutout is not None}
+    scales = {r["pixel_scale"] for r in rows if r.get("pixel_scale") is not None}
     table.meta["pixel_scale_arcsec"] = scales.pop() if len(scales) == 1 else predictor.pixel_scale
     zero_points = {r["zero_point"] for r in rows if r.get("zero_point") is not None}
     table.meta["zero_point_mag"] = zero_points.pop() if len(zero_points) == 1 else "none given"

@@ -24,7 +24,7 @@ from .labels import spec_error
 from .measure import measure_file
 from .metrics import markdown, report, summarize
 from .plots import plot_gallery, plot_history, plot_residuals
-from .runtime import checkpoint_paths, resolve_device
+from .runtime import checkpoint_paths, resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
     predictor = Predictor(
         checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble
     )

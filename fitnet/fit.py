@@ -55,7 +55,7 @@ LABELS = {"flux": "image units", "n": "", "re_px": "pixel", "q": "", "pa": "radi
 def box_side(window: int) -> int:
     """The FFT box of a W-pixel window: 3 W / 2 (the light the periodic box folds back onto
     the window comes from beyond W / 2 of its edge, where the window's reach already put the
-    galaxy below the fit's floor); even, and a product of small primes for W a multiple of 16."""
+    galaxy below the fit's floor); even, and a product of 2 and 3 for the sides of ``windows``."""
     return 3 * window // 2 + (3 * window // 2) % 2
 
 
@@ -92,10 +92,20 @@ class Spectrum:
         mirror = (mq <= size // 2) & (kxi != 0) & (kxi != full // 2)
         self.mirror, self.mirror_to = mirror.nonzero().squeeze(1), (mp * width + mq)[mirror]
 
+    def to(self, device) -> Spectrum:
+        """This spectrum on ``device`` (a copy; itself when it is there already)."""
+        if self.kx.device == torch.device(device):
+            return self
+        moved = copy.copy(self)
+        for name in ("kx", "ky", "transfer", "direct", "direct_to", "mirror", "mirror_to"):
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved
+
     def images(self, spectra: torch.Tensor) -> torch.Tensor:
         """The W x W images (..., W, W) of ``spectra`` (..., M) given on this support."""
         width = self.size // 2 + 1
-        folded = torch.zeros((*spectra.shape[:-1], self.size * width), dtype=spectra.dtype)
+        folded = torch.zeros((*spectra.shape[:-1], self.size * width), dtype=spectra.dtype,
+                             device=spectra.device)  # fmt: skip
         folded.index_add_(-1, self.direct_to, spectra[..., self.direct])
         folded.index_add_(-1, self.mirror_to, spectra[..., self.mirror].conj())
         folded = folded.reshape(*spectra.shape[:-1], self.size, width)
@@ -131,11 +141,12 @@ class FitResult:
 
 
 class SersicFit:
-    """The fit of ``cfg`` (conf/fit: table size, iterations, tolerances, sky)."""
+    """The fit of ``cfg`` (conf/fit: table size, iterations, tolerances, sky) on ``device``
+    (a batch's tensors are moved there)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.sersic = SersicFourier(int(cfg.table_n_points), int(cfg.table_k_points))
+    def __init__(self, cfg, device="cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.sersic = SersicFourier(int(cfg.table_n_points), int(cfg.table_k_points)).to(device)
         self.count = 8 if cfg.fit_sky else 7
 
     # -- the model ----------------------------------------------------------------------------
@@ -195,15 +206,16 @@ class SersicFit:
 
     def fit(self, batch: FitBatch) -> FitResult:
         """Levenberg-Marquardt from ``batch.start`` for every row at once (module docstring)."""
-        cfg = self.cfg
+        cfg, device = self.cfg, self.device
+        batch = batch_on(batch, device)
         params = project(batch.start.clone().double())
         data = batch.data.double()
         rows = len(params)
-        lam = torch.full((rows,), float(cfg.lambda_start), dtype=torch.float64)
-        active = torch.ones(rows, dtype=torch.bool)
-        converged = torch.zeros(rows, dtype=torch.bool)
-        iterations = torch.zeros(rows, dtype=torch.long)
-        eye = torch.eye(self.count, dtype=torch.float64)
+        lam = torch.full((rows,), float(cfg.lambda_start), dtype=torch.float64, device=device)
+        active = torch.ones(rows, dtype=torch.bool, device=device)
+        converged = torch.zeros(rows, dtype=torch.bool, device=device)
+        iterations = torch.zeros(rows, dtype=torch.long, device=device)
+        eye = torch.eye(self.count, dtype=torch.float64, device=device)
         for _ in range(int(cfg.max_iterations)):
             if not active.any():
                 break
@@ -240,7 +252,9 @@ class SersicFit:
         return self.finish(batch, params, iterations, converged)
 
     def finish(self, batch: FitBatch, params, iterations, converged) -> FitResult:
-        """The covariance, chi-square and model at the final parameters."""
+        """The covariance, chi-square and model at the final parameters (on the CPU)."""
+        batch = batch_on(batch, self.device)
+        params, iterations, converged = (t.to(self.device) for t in (params, iterations, converged))
         model, jac = self.render(params, batch.spectrum, jacobian=True)
         weight = self.variance_weight(batch, model)
         chi2 = (weight * (batch.data.double() - model) ** 2).sum((1, 2))
@@ -253,11 +267,20 @@ class SersicFit:
         lo, hi = LOG_N_RANGE
         at_bound = (params[:, 1] <= lo + 1e-9) | (params[:, 1] >= hi - 1e-9)
         pixels = (batch.weight > 0).sum((1, 2))
-        return FitResult(params, covariance, chi2, pixels, iterations, converged, at_bound, model)
+        return FitResult(*(t.cpu() for t in (params, covariance, chi2, pixels, iterations,
+                                              converged, at_bound, model)))  # fmt: skip
 
 
 #: Where a step may take the shape's log-Cholesky diagonal (ln pixel): radii of 0.01 to 10^5 px.
 LOG_SIZE_RANGE = (math.log(0.01), math.log(1e5))
+
+
+def batch_on(batch: FitBatch, device) -> FitBatch:
+    """``batch`` with its tensors on ``device``."""
+    if batch.data.device == torch.device(device):
+        return batch
+    return FitBatch(batch.data.to(device), batch.weight.to(device), batch.spectrum.to(device),
+                    batch.gain.to(device), batch.start.to(device))  # fmt: skip
 
 
 def project(params: torch.Tensor) -> torch.Tensor:
@@ -363,13 +386,13 @@ def reach_px(flux, n, re_px, q, rms: float, floor_nsigma: float) -> float:
 
 
 def window_side(reach: float, fwhm_px: float, cfg) -> int:
-    """The fit window's side (pixel): the galaxy's reach and ``window_fwhm`` PSF FWHM on each
-    side, rounded up to a multiple of 16 within ``window_px``. It may run beyond the cutout
-    (those pixels have no weight): the window is what sets the FFT box, and a box smaller
-    than the galaxy folds its outer light back onto the pixels (a galaxy larger than its
-    cutout would come out too small)."""
-    side = 16 * math.ceil(2 * (reach + cfg.window_fwhm * fwhm_px) / 16)
-    return int(min(max(side, cfg.window_px[0]), cfg.window_px[1]))
+    """The fit window's side (pixel): the least of ``windows`` that holds the galaxy's reach
+    and ``window_fwhm`` PSF FWHM on each side (the largest when none does). Few sides make
+    few batches. It may run beyond the cutout (those pixels have no weight): the window sets
+    the FFT box, and a box smaller than the galaxy folds its outer light back onto the pixels
+    (a galaxy larger than its cutout would come out too small)."""
+    need = 2 * (reach + cfg.window_fwhm * fwhm_px)
+    return int(next((w for w in sorted(cfg.windows) if w >= need), max(cfg.windows)))
 
 
 def make_region(stamp, start: dict, cfg) -> Region | None:
@@ -430,12 +453,12 @@ class FitStage:
     oversampling, one batch per group, the PSF transfer functions computed once per PSF,
     scale and box."""
 
-    def __init__(self, cfg, quality):
+    def __init__(self, cfg, quality, device="cpu"):
         from sersic_runtime.configs import load_group
 
         self.cfg, self.quality = cfg, quality
         self.alias_tolerance = float(load_group("render").alias_tolerance)
-        self.engine = SersicFit(cfg)
+        self.engine = SersicFit(cfg, device)
         self._cache = ProfileCache()
 
     def oversample(self, profile, scale: float) -> int:
@@ -469,7 +492,11 @@ class FitStage:
             if region is not None:
                 key = (region.data.shape[0], self.oversample(region.profile, region.scale))
                 groups.setdefault(key, []).append(k)
-        for (window, s), rows in groups.items():
+        chunks = []
+        for (window, s), rows in groups.items():  # at most batch_pixels of FFT box a batch
+            size = max(1, int(float(self.cfg.batch_pixels) // (s * box_side(window)) ** 2))
+            chunks += [(window, s, rows[i : i + size]) for i in range(0, len(rows), size)]
+        for window, s, rows in chunks:
             profiles = {id(regions[k].profile): regions[k] for k in rows}
             if len(profiles) == 1:  # one PSF for all: its spectrum kept for later batches
                 first = regions[rows[0]]

@@ -108,7 +108,7 @@ class Measurer:
             log.warning("the fit is off: the checkpoints predict %s, not all of %s (chi2 is NaN)",
                         predictor.labels, list(NEEDS))  # fmt: skip
         q = settings.quality or _default_quality()
-        self.stage = FitStage(settings.fit, q) if self.can_fit else None
+        self.stage = FitStage(settings.fit, q, predictor.device) if self.can_fit else None
         self.moments = AdaptiveMoments(predictor.stamp_size, int(q.fit_moment_iterations),
                                        float(q.fit_moment_sigma_px))  # fmt: skip
 
@@ -123,7 +123,7 @@ class Measurer:
         chosen = [stamps[k] for k in good]
         images = np.stack([s.image for s in chosen])
         psfs = np.stack([s.psf for s in chosen]) if self.predictor.needs_psf else None
-        pred, sigma = self.predictor.predict(images, psfs)
+        pred, sigma = self.network(images, psfs)
         network = [self.network_estimate(s, pred, sigma, j) for j, s in enumerate(chosen)]
         self.add_pose(chosen, images, network)
         fits = self.fit(chosen, network)
@@ -133,9 +133,20 @@ class Measurer:
             self.finish_row(chosen[j], out[k], fits[j])
         return out
 
+    def network(self, images: np.ndarray, psfs) -> tuple[dict, dict]:
+        """The network's values and sigmas of ``images`` (and ``psfs``), ``batch_size`` at a
+        time (small batches keep the CPU's caches warm)."""
+        size = self.settings.batch_size
+        parts = [self.predictor.predict(images[i : i + size],
+                                        None if psfs is None else psfs[i : i + size])
+                 for i in range(0, len(images), size)]  # fmt: skip
+        return tuple({k: np.concatenate([p[j][k] for p in parts]) for k in parts[0][j]}
+                     for j in (0, 1))  # fmt: skip
+
     def empty_row(self, stamp: Stamp) -> dict:
+        scale = stamp.cutout.pixel_scale if stamp.cutout is not None else None
         return {"source": stamp.source, "flag": stamp.flag, "problem": stamp.problem,
-                "columns": dict(stamp.columns), "stamp": stamp}  # fmt: skip
+                "columns": dict(stamp.columns), "pixel_scale": scale}  # fmt: skip
 
     def network_estimate(self, stamp: Stamp, pred: dict, sigma: dict, j: int) -> dict:
         """The network's labels of stamp ``j`` in the row's units: flux (input units), n,
@@ -211,14 +222,33 @@ class Measurer:
             make_region(s, est, self.settings.fit) for s, est in zip(stamps, network, strict=True)
         ]
         if mode == "all" or (mode == "auto" and self.predictor.needs_psf):
-            return self.stage.run(regions)
+            return self.judge_failures(self.stage.run(regions), regions, network)
         at_start = self.stage.run(regions, iterate=False)
         if mode == "none":
             return at_start
         chosen = [r if helps(network[k], at_start[k], self.settings.fit.auto_ratio) else None
                   for k, r in enumerate(regions)]  # fmt: skip
-        fitted = self.stage.run(chosen)
+        fitted = self.judge_failures(self.stage.run(chosen), chosen, network)
         return [f if f is not None else at_start[k] for k, f in enumerate(fitted)]
+
+    def judge_failures(self, fits: list, regions: list, network: list[dict]) -> list:
+        """Mark each failed fit (not converged, or ended at n's bound) ``needed``: whether the
+        network's answer, which the row then keeps, is short of the pixels' information (a
+        network sigma above ``auto_ratio`` times the likelihood's bound at that answer). A fit
+        that fails where the network is already at that bound (faint galaxies, whose n the
+        likelihood alone cannot hold) costs the row nothing and sets no flag."""
+        failed = [fit is not None and fit["iterations"] > 0
+                  and (not fit["converged"] or fit["at_bound"]) for fit in fits]  # fmt: skip
+        if not any(failed):
+            return fits
+        bounds = self.stage.run([r if f else None for r, f in zip(regions, failed, strict=True)],
+                                iterate=False)  # fmt: skip
+        for k, bound in enumerate(bounds):
+            if bound is not None:  # the row keeps the network's answer: its residual too
+                fits[k]["needed"] = helps(network[k], bound, self.settings.fit.auto_ratio)
+                fits[k].update(footprint_chi2=bound["footprint_chi2"],
+                               footprint_pixels=bound["footprint_pixels"])  # fmt: skip
+        return fits
 
     def finish_row(self, stamp: Stamp, row: dict, fit: dict | None) -> None:
         """Units, positions, the residual's chi-square and the mask's hidden light of a row."""
@@ -239,7 +269,7 @@ class Measurer:
             if set(row["fitted"]) >= {"flux", "n", "re_px", "q"}:
                 # every label is the fit's, on the cutout's own pixels and PSF
                 drop_problem(row, "psf_range", "outside the trained")
-            if fit["iterations"] and (not fit["converged"] or fit["at_bound"]):
+            if fit.get("needed", False):
                 why = "did not converge" if not fit["converged"] else "ended at n's bound"
                 add_problem_row(
                     row, "fit_failed", f"the fit {why} after {fit['iterations']} iterations"
@@ -280,13 +310,22 @@ class Measurer:
 
     # -- the whole input --------------------------------------------------------------------
 
-    def table(self, stamps: Iterable[Stamp], progress=None, extra_columns=None) -> Table:
+    def table(self, stamps: Iterable[Stamp], progress=None, extra_columns=None,
+              parts=None) -> Table:  # fmt: skip
         """The catalogue of ``stamps`` (one row each, in order; ``progress`` called with the
         rows done; ``extra_columns``: name -> (unit, description) of values the stamps'
-        ``columns`` hold)."""
-        rows = []
-        for batch in batched(stamps, self.settings.batch_size):
-            rows.extend(self.rows(batch))
+        ``columns`` hold). With ``parts`` (``fitnet.parts.Parts``), its rows come first and
+        ``stamps`` are the rows after them; each batch is added to the parts."""
+        rows = [] if parts is None else parts.rows
+        step = self.settings.batch_size
+        if self.can_fit:  # the fit's batches are drawn from all the rows of a step
+            step = max(step, int(self.settings.fit.batch_rows))
+        for batch in batched(stamps, step):
+            new = self.rows(batch)
+            if parts is None:
+                rows.extend(new)
+            else:
+                parts.add(new)
             if progress is not None:
                 progress(len(batch))
         table = column_table(rows, self.predictor, self.settings, extra_columns)
@@ -415,17 +454,18 @@ def columns_of(predictor: Predictor) -> dict:
 
 
 def measure_stamps(measurer: Measurer, stamps: Iterator[Stamp], count: int | None, name,
-                   progress: bool, desc: str = "predict") -> Table:  # fmt: skip
+                   progress: bool, desc: str = "predict", parts=None) -> Table:  # fmt: skip
     """The catalogue of ``stamps`` (``count`` of them, when known, for the progress bar): the
     first stamp made before the bar, so that a problem with the whole input ends the run at
     once; an input whose every row has the wrong noise or sky refused (``name`` in the
-    message)."""
+    message). With ``parts``, ``stamps`` are the rows after the saved ones."""
     from tqdm import tqdm
 
     first = next(stamps, None)
     stamps = itertools.chain([] if first is None else [first], stamps)
-    with tqdm(total=count, unit="img", desc=desc, disable=not progress) as bar:
-        table = measurer.table(stamps, bar.update, columns_of(measurer.predictor))
+    done = 0 if parts is None else len(parts.rows)
+    with tqdm(total=count, initial=done, unit="img", desc=desc, disable=not progress) as bar:
+        table = measurer.table(stamps, bar.update, columns_of(measurer.predictor), parts)
     if measurer.settings.checks:
         refuse_whole_input(table, name)
     return table
@@ -433,13 +473,15 @@ def measure_stamps(measurer: Measurer, stamps: Iterator[Stamp], count: int | Non
 
 def measure_cutouts(measurer: Measurer, images, *, input_scale: float = 1.0, pad_seed: int = 0,
                     pixel_scale: float | None = None, allow_mismatch: bool = False, mask=None,
-                    psfs=None, progress: bool = False, desc: str = "predict") -> Table:  # fmt: skip
+                    psfs=None, progress: bool = False, desc: str = "predict",
+                    parts=None) -> Table:  # fmt: skip
     """The catalogue of ``images`` (a path: HDF5, FITS or a folder of FITS; an array; or a
     list of arrays or paths; ``inputs.Reader``), one row per image in input order.
     ``input_scale`` turns the specialist's pixels into e-/s per pixel; ``pad_seed`` seeds the
     noise that pads small images and replaces masked pixels and neighbours; ``pixel_scale``
     (arcsec / pixel) is that of images that state none; ``mask`` marks the user's masked
-    pixels; ``psfs`` gives the generalist each row's PSF."""
+    pixels; ``psfs`` gives the generalist each row's PSF; ``parts`` (``fitnet.parts.Parts``)
+    holds rows an earlier run measured, which are not read again."""
     predictor = measurer.predictor
     if not isinstance(images, (str, Path, np.ndarray)):
         images = list(images)  # read once: the reader and the progress bar both look at it
@@ -454,24 +496,33 @@ def measure_cutouts(measurer: Measurer, images, *, input_scale: float = 1.0, pad
     else:
         reader = Reader(predictor.pixel_scale, allow_mismatch, pixel_scale)
     maker = maker_for(predictor, measurer.settings, input_scale, pad_seed, psfs)
-    stamps = make_stamps(reader.cutouts(images, mask), maker)
+    stamps = make_stamps(after_saved(reader.cutouts(images, mask), parts), maker)
     name = images if isinstance(images, (str, Path)) else "the images"
-    return measure_stamps(measurer, stamps, count_images(images), name, progress, desc)
+    return measure_stamps(measurer, stamps, count_images(images), name, progress, desc, parts)
 
 
 def measure_mosaics(measurer: Measurer, mosaics, sources: Table, columns, *,
                     input_scale: float = 1.0, pad_seed: int = 0, pixel_scale: float | None = None,
-                    allow_mismatch: bool = False, psfs=None, progress: bool = False) -> Table:  # fmt: skip
+                    allow_mismatch: bool = False, psfs=None, progress: bool = False,
+                    parts=None) -> Table:  # fmt: skip
     """The catalogue of every row of ``sources`` measured on the mosaic it lies deepest in
-    (``survey``), the catalogue's own columns kept beside the measurement."""
+    (``survey``), the catalogue's own columns kept beside the measurement (``parts``: as in
+    ``measure_cutouts``)."""
     predictor = measurer.predictor
     cutouts, placed = survey_cutouts(predictor, mosaics, sources, columns, predictor.stamp_size,
                                      quality=measurer.settings.quality or _default_quality(),
                                      pixel_scale=pixel_scale, allow_mismatch=allow_mismatch)  # fmt: skip
     maker = maker_for(predictor, measurer.settings, input_scale, pad_seed, psfs)
-    stamps = make_stamps(cutouts, maker)
-    table = measure_stamps(measurer, stamps, len(sources), str(mosaics[0].path), progress)
+    stamps = make_stamps(after_saved(cutouts, parts), maker)
+    table = measure_stamps(measurer, stamps, len(sources), str(mosaics[0].path), progress,
+                           parts=parts)  # fmt: skip
     return with_sources(sources, table, mosaics, placed)
+
+
+def after_saved(cutouts: Iterator, parts) -> Iterator:
+    """The ``cutouts`` after the rows ``parts`` holds (each row's stamp depends on its own
+    index only, so the rows measured now are those an uninterrupted run measures)."""
+    return cutouts if parts is None else itertools.islice(cutouts, len(parts.rows), None)
 
 
 def refuse_whole_input(table: Table, name) -> None:

@@ -24,10 +24,11 @@ from .flags import BITS
 from .flags import names as flag_names
 from .generalist import ZERO_POINT_KEYWORDS, zero_point_of
 from .inference import Predictor
-from .inputs import first_fits
+from .inputs import InputError, first_fits
 from .measure import Measurer, Settings, measure_cutouts, measure_mosaics
+from .parts import Parts, file_stamp
 from .psfs import psf_source, psfs_for
-from .runtime import checkpoint_paths, resolve_device
+from .runtime import checkpoint_paths, resolve_device, set_threads
 from .survey import expand, open_mosaics, read_sources
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
         raise UserError(
             "psf= is for a PSF-conditioned model (ckpt=generalist); this one has its own PSF"
         )
+    parts = saved_rows(cfg, predictor)
     start = time.perf_counter()
     if cfg.catalog is not None:  # a mosaic and its source catalogue
         mosaics = open_mosaics(cfg.input, cfg.weight, cfg.rms, cfg.mask, cfg.segmap)
@@ -117,7 +119,7 @@ def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
             pad_seed=cfg.pad_seed, pixel_scale=pixel_scale,
             allow_mismatch=cfg.allow_pixel_scale_mismatch,
             psfs=psf_source(cfg.get("psf"), len(sources), cfg.psf_includes_pixel)
-            if predictor.needs_psf else None, progress=cfg.progress,
+            if predictor.needs_psf else None, progress=cfg.progress, parts=parts,
         )  # fmt: skip
     else:
         if cfg.weight is not None or cfg.rms is not None or cfg.segmap is not None:
@@ -130,14 +132,19 @@ def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
             pixel_scale=pixel_scale, allow_mismatch=cfg.allow_pixel_scale_mismatch,
             mask=cfg.mask, psfs=psfs_for(predictor.needs_psf, cfg.input, cfg.get("psf"),
                                          cfg.psf_includes_pixel), progress=cfg.progress,
+            parts=parts,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     measured = measured_rows(table, predictor.labels)
     if len(table) and not measured.any():
         raise UserError(f"no row of input={cfg.input} could be measured ({why_unmeasured(table)}); "
                         "nothing written")  # fmt: skip
+    if parts is not None:
+        parts.save()  # all measured: a failure to write loses nothing
     for path in outputs:
         write_table(table, path)
+    if parts is not None:
+        parts.remove()
     flagged = int((table["flag"] != 0).sum())
     skipped = int((~measured).sum())
     log.info(
@@ -152,6 +159,27 @@ def predict_once(cfg: DictConfig, predictor: Predictor | None = None):
         ", ".join(map(str, outputs)),
     )
     return table
+
+
+def saved_rows(cfg: DictConfig, predictor: Predictor) -> Parts | None:
+    """The rows an earlier, killed run of the same configuration measured (``fitnet.parts``),
+    saved beside the first output as this run goes; None with ``resume=false``."""
+    if not cfg.resume:
+        return None
+    run = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("output", "progress", "resume_rows", "shards", "shard"):  # no number changes
+        run.pop(key, None)
+    read = [*predictor.paths]
+    for key in ("input", *PER_INPUT, "psf"):
+        if cfg.get(key) is not None:
+            try:
+                read += expand(cfg[key])
+            except InputError:  # a pattern that matches nothing: reading says so, in its words
+                read += as_list(cfg[key])
+    run["files"] = [file_stamp(p) for p in read]
+    parts = Parts(as_list(cfg.output)[0], run, positive("resume_rows", cfg.resume_rows))
+    parts.load()
+    return parts
 
 
 def measured_rows(table, labels) -> np.ndarray:
@@ -175,7 +203,9 @@ def why_unmeasured(table) -> str:
 
 
 def load_predictor(cfg: DictConfig) -> Predictor:
-    """The checkpoint(s) ``cfg.ckpt`` on ``cfg.device``."""
+    """The checkpoint(s) ``cfg.ckpt`` on ``cfg.device``, with ``cfg.threads`` CPU threads."""
+    threads = set_threads(cfg.threads)
+    log.info("%d CPU thread(s) (threads=%s)", threads, cfg.threads)
     return Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble)
 
 

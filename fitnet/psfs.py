@@ -119,7 +119,7 @@ class Folder:
             return None, f"psf={self.path} has no {name} for the input file of that name"
         if name not in self._one:
             self._one[name] = OneImage(file, self.includes_pixel)
-        return self._one[name].for_row(cutout), ""
+        return self._one[name].for_row(cutout)
 
 
 class RowImages:

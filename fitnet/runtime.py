@@ -30,6 +30,29 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def set_threads(option) -> int:
+    """Set PyTorch's CPU threads for ``threads=``: a number from 1 to the cores this process
+    may use, or ``auto``: ``OMP_NUM_THREADS`` when the user set it, else the usable cores that
+    other work leaves free (``sersic_runtime.cores``). Returns the number set."""
+    import os
+
+    import torch
+
+    from sersic_runtime.cores import free_cores, usable_cores
+
+    cores = usable_cores()
+    if option == "auto":
+        given = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(given) if given.isdigit() and int(given) > 0 else free_cores(cores)
+    elif isinstance(option, int) and not isinstance(option, bool) and 1 <= option <= cores:
+        threads = option
+    else:
+        raise UserError(f"threads={option!r} is not allowed: give auto or a whole number from 1 "
+                        f"to {cores} (the cores this process may use)")  # fmt: skip
+    torch.set_num_threads(threads)
+    return threads
+
+
 def shipped_checkpoint(name: str) -> Path:
     """Path of the shipped model ``name`` (a key of ``SHIPPED``); a clear error if this
     installation lacks its file."""

@@ -90,6 +90,11 @@ class SersicFourier:
         self.table = torch.tensor(table, dtype=torch.float32)
         self.slope_n = torch.diff(self.table, dim=0) / self.log_n[1]  # (n-1, K): dT / d ln n
 
+    def to(self, device) -> SersicFourier:
+        """The tables on ``device`` (this object, moved)."""
+        self.table, self.slope_n = self.table.to(device), self.slope_n.to(device)
+        return self
+
     def rows(self, log_n: torch.Tensor):
         """Per galaxy (B,) the table row of its n and that row's derivative in ln n: (B, K)."""
         start, step, count = self.log_n

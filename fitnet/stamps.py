@@ -133,8 +133,9 @@ def add_problem(stamp: Stamp, name: str, detail: str) -> None:
 @dataclass
 class StampMaker:
     """Brings images to the model's stamp (module docstring); padding gets reproducible
-    background noise. Without a ``checker``, NaN or infinite pixels make a row without a
-    measurement."""
+    background noise, drawn from the row's own random state (``seed`` and the row's index), so
+    that a row's stamp does not depend on the rows before it (a resumed run is the same).
+    Without a ``checker``, NaN or infinite pixels make a row without a measurement."""
 
     stamp_size: int  # pixel
     noise_rms: float  # e-/s per pixel
@@ -145,13 +146,11 @@ class StampMaker:
     depth_rms: float | None = None
     profile: object = None  # the model's own PSF (GalSim, arcsec), for the fit
 
-    def __post_init__(self):
-        self._rng = np.random.default_rng(self.seed)
-
     def __call__(self, cutout: Cutout, scale: float | None = None) -> Stamp:
         """The stamp of ``cutout`` (``scale``: input units to the network's; default
         ``input_scale``)."""
         scale = self.input_scale if scale is None else scale
+        self._rng = np.random.default_rng((self.seed, cutout.index))
         data = np.asarray(cutout.data, dtype=np.float32)
         if data.ndim != 2:
             return flagged(cutout, "not_2d", f"data has shape {data.shape}, expected a 2-D image")

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
-import os
 import shutil
 import time
 from contextlib import ExitStack
@@ -35,6 +34,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from sersic_runtime.cores import usable_cores
 from sersic_runtime.files import atomic_path
 
 from .bounds import fisher_matrix, label_bounds
@@ -111,12 +111,8 @@ def table_of(cfg: DictConfig) -> ReferenceTable | None:
 
 
 def resolve_workers(workers: int) -> int:
-    if workers > 0:
-        return workers
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """``workers``, or with 0 the cores this process may use."""
+    return workers if workers > 0 else usable_cores()
 
 
 def windows(n: int, sort_window: int) -> list[tuple[int, int]]:

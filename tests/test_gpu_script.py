@@ -18,5 +18,6 @@ def test_the_reduced_form_writes_every_figure_on_the_cpu(tmp_path):
     figures = json.loads((out / "gpu.json").read_text())
     assert figures["reduced"] and figures["ddp"]["backend"] == "gloo"
     assert figures["train_images_per_s"]["synthetic batch on device"] > 0
+    assert figures["fits_per_s"]["fit, cpu"] > 0
     assert figures["train_seconds_per_epoch"][0] > 0 and figures["ddp"]["train_loss"] > 0
     assert "| DDP 2 x gloo" in (out / "gpu.md").read_text()

@@ -93,19 +93,39 @@ def test_a_bulge_and_a_disk_are_not_one_sersic(shipped):
     assert row["flag"] & BITS["bad_fit"] and row["chi2"] > 1.5
 
 
-def test_a_fit_that_cannot_converge_is_flagged_and_keeps_the_network(shipped):
+def one_iteration_table(predictor, image, psfs=None):
+    """``image`` measured with a fit cut short after one iteration (it cannot converge)."""
     from fitnet import measure
 
     one = load_group("fit", "all")
     one.max_iterations = 1
-    model = shipped
-    image = galaxy_image({"mag": 19.0, "n": 3.0, "re": 0.6, "q": 0.5, "pa": 70.0})
     settings = measure.Settings(one, load_group("quality"), None, None, 32)
-    table = measure.measure_cutouts(
-        measure.Measurer(model.predictor, settings), [image], pixel_scale=0.06
-    )
+    return measure.measure_cutouts(measure.Measurer(predictor, settings), [image],
+                                   pixel_scale=0.06, psfs=psfs)  # fmt: skip
+
+
+def test_a_failed_fit_the_row_needed_is_flagged_and_keeps_the_network(tmp_path):
+    # the generalist is far from the bound on a bright galaxy: the row needed its fit
+    from astropy.io import fits
+
+    from fitnet.psfs import psf_source
+
+    inst = Instrument(load_group("instrument", "candels_h"))
+    psf = inst.psf.drawImage(nx=41, ny=41, scale=0.06).array
+    fits.writeto(tmp_path / "psf.fits", (psf / psf.sum()).astype(np.float32))
+    image = galaxy_image({"mag": 19.0, "n": 3.0, "re": 0.6, "q": 0.5, "pa": 70.0})
+    generalist = fitnet.load("generalist", device="cpu")
+    table = one_iteration_table(generalist.predictor, image, psf_source(tmp_path / "psf.fits"))
     assert table["flag"][0] & BITS["fit_failed"] and table["fitted"][0] == ""
     assert "did not converge after 1 iterations" in table["problem"][0]
+
+
+def test_a_failed_fit_where_the_network_is_at_the_bound_sets_no_flag(shipped):
+    # the specialist on its own instrument is within 1.5x of the likelihood's bound
+    image = galaxy_image({"mag": 22.5, "n": 3.0, "re": 0.3, "q": 0.5, "pa": 70.0})
+    table = one_iteration_table(shipped.predictor, image)
+    assert table["fit_iterations"][0] == 1 and table["fitted"][0] == ""
+    assert not table["flag"][0] & BITS["fit_failed"], table["problem"][0]
 
 
 def test_each_label_is_the_tighter_of_network_and_fit():
