@@ -2,8 +2,8 @@
 
     python benchmarks/bench_predict.py --out data/bench-predict --stamps 2000 --fits 20
 
-Simulates ``--stamps`` galaxies of the default instrument (once; kept in ``--out``), then
-times whole commands, each as a user runs it (start-up included in the wall time; the in-loop
+Simulates ``--stamps`` galaxies of the default instrument (98% of them in the test split that
+is measured; once, kept in ``--out``), then times whole commands, each as a user runs it (start-up included in the wall time; the in-loop
 rate from the command's own log line):
 
 - ``python -m fitnet.predict input=test.h5`` with its defaults (every check on, ``fit=auto``),
@@ -51,14 +51,15 @@ def command(args: list[str], log: Path) -> dict:
 def simulate(out: Path, stamps: int) -> Path:
     data = out / "data"
     if not (data / "test.h5").exists():
-        command(["simulate", f"n={stamps}", "splits.train=0", "splits.val=0", "splits.test=1",
+        command(["simulate", f"n={stamps}", "splits.train=0.01", "splits.val=0.01", "splits.test=0.98",
                  "montage=0", f"out_dir={data}", "bounds.splits=[]"],
                 out / "simulate.log")  # fmt: skip
     return data / "test.h5"
 
 
-def psf_file(data: Path, out: Path) -> tuple[Path, float]:
-    """The file's PSF as an effective PSF image at its sampling, and its pixel scale."""
+def psf_file(data: Path, out: Path) -> tuple[Path, float, float]:
+    """The file's PSF as an effective PSF image at its sampling, its pixel scale and its gain
+    (counts per e-/s: the exposure time)."""
     import h5py
     from astropy.io import fits
 
@@ -70,7 +71,7 @@ def psf_file(data: Path, out: Path) -> tuple[Path, float]:
     image = from_record(attrs["psf"]).drawImage(nx=63, ny=63, scale=scale).array
     path = out / "psf.fits"
     fits.writeto(path, (image / image.sum()).astype(np.float32), overwrite=True)
-    return path, scale
+    return path, scale, float(attrs["exposure_time_s"])
 
 
 def busy(cores: int) -> list[subprocess.Popen]:
@@ -82,7 +83,7 @@ def busy(cores: int) -> list[subprocess.Popen]:
 
 def runs(out: Path, data: Path, cores: int) -> dict:
     """Every timed command (module docstring), by name."""
-    psf, scale = psf_file(data, out)
+    psf, scale, gain = psf_file(data, out)
     base = ["fitnet.predict", f"input={data}", "progress=false", "resume=false"]
     cases = {
         "default (checks on, fit=auto)": [],
@@ -90,7 +91,12 @@ def runs(out: Path, data: Path, cores: int) -> dict:
         "fit=none (checks on)": ["fit=none"],
         "fit=all": ["fit=all"],
         "threads=1": ["threads=1"],
-        "generalist default": ["ckpt=generalist", f"psf={psf}", f"pixel_scale={scale}"],
+        "generalist default": [
+            "ckpt=generalist",
+            f"psf={psf}",
+            f"pixel_scale={scale}",
+            f"gain={gain}",
+        ],
     }
     results = {}
     for k, (name, extra) in enumerate(cases.items()):
@@ -141,12 +147,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cores = usable_cores()
     data = simulate(args.out, args.stamps)
+    import h5py
+
+    with h5py.File(data) as f:
+        rows = len(f["images"])
     imfit_s = pyimfit_seconds(args.out, data, args.fits)
     results = runs(args.out, data, cores)
-    summary = {"cores": cores, "stamps": args.stamps, "pyimfit_s_per_fit": imfit_s,
-               "runs": results}  # fmt: skip
+    summary = {"cores": cores, "stamps": rows, "pyimfit_s_per_fit": imfit_s, "runs": results}
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
-    text = markdown(results, imfit_s, cores, args.stamps)
+    text = markdown(results, imfit_s, cores, rows)
     (args.out / "results.md").write_text(text)
     print(text)
 

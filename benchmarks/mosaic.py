@@ -9,7 +9,9 @@ The noiseless test galaxies of the simulated file (reused in turn) are placed on
 ``--pairs`` of them gets a companion (another galaxy, 0.5-2 mag fainter to 1 mag brighter)
 10-20 px away. The noise rms varies across the field from ``--depth`` times the model's to
 the model's (a deeper survey), and the weight map (inverse variance) says so. The catalogue
-gives each target's RA/Dec. The prediction runs as a separate ``python -m fitnet.predict``
+gives each target's RA/Dec. With ``--psf-per-row`` the generalist measures it instead
+(``ckpt=generalist``, every row fitted) with a PSF per row: a FITS cube of one plane per
+catalogue row (the file's PSF, its width varied by up to 5% from row to row). The prediction runs as a separate ``python -m fitnet.predict``
 process (its peak memory is read from the operating system) and is scored against the truth:
 isolated bright galaxies (mag < 22) against the same galaxies measured as isolated stamps at
 the model's noise (the scatter ratio, target <= 1.2), the close pairs on their own, and the
@@ -96,6 +98,31 @@ def make(args) -> dict:
     return {k: v[which] for k, v in truth.items()} | {"paired": paired, "which": which}
 
 
+def psf_cube(data, count: int, out: Path) -> Path:
+    """A FITS cube of ``count`` effective PSF images (33 x 33) at the file's sampling: its PSF
+    dilated by 1-1.05, a different width per row."""
+    from simulate.psf_record import from_record
+
+    with h5py.File(data) as f:
+        psf, scale = from_record(f.attrs["psf"]), float(f.attrs["pixel_scale_arcsec"])
+    widths = np.random.default_rng(1).uniform(1.0, 1.05, count)
+    planes = np.stack([psf.dilate(w).drawImage(nx=33, ny=33, scale=scale).array for w in widths])
+    path = out / "psf_cube.fits"
+    fits.writeto(path, (planes / planes.sum((1, 2), keepdims=True)).astype(np.float32),
+                 overwrite=True)  # fmt: skip
+    return path
+
+
+def zero_point(data) -> float:
+    with h5py.File(data) as f:
+        return float(f.attrs["zero_point_mag"])
+
+
+def exposure(data) -> float:
+    with h5py.File(data) as f:
+        return float(f.attrs["exposure_time_s"])
+
+
 def run_watched(command) -> tuple[float, float]:
     """Run ``command``; the peaks (MiB) of its anonymous and file-backed resident memory, read
     from /proc twice a second (Linux)."""
@@ -145,6 +172,8 @@ def main() -> None:
     )
     parser.add_argument("--out", default="data/mosaic", help="folder of the mosaic and catalogue")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--psf-per-row", action="store_true",
+                        help="the generalist, with a PSF cube of one plane per row")  # fmt: skip
     args = parser.parse_args()
     t0 = time.perf_counter()
     truth = make(args)
@@ -155,6 +184,9 @@ def main() -> None:
     command = [sys.executable, "-m", "fitnet.predict", f"input={out / 'mosaic.fits'}",
                f"catalog={out / 'sources.fits'}", f"weight={out / 'ivar.fits'}",
                f"output={out / 'out.fits'}", "progress=false", f"hydra.run.dir={out / 'run'}"]  # fmt: skip
+    if args.psf_per_row:
+        command += ["ckpt=generalist", f"psf={psf_cube(args.data, args.sources, out)}",
+                    f"zero_point={zero_point(args.data)}", f"gain={exposure(args.data)}"]  # fmt: skip
     t0 = time.perf_counter()
     anon, mapped = run_watched(command)
     seconds = time.perf_counter() - t0

@@ -52,11 +52,19 @@ LABELS = {"flux": "image units", "n": "", "re_px": "pixel", "q": "", "pa": "radi
           "x": "pixel", "y": "pixel", "sky": "image units per pixel"}  # fmt: skip
 
 
-def box_side(window: int) -> int:
-    """The FFT box of a W-pixel window: 3 W / 2 (the light the periodic box folds back onto
-    the window comes from beyond W / 2 of its edge, where the window's reach already put the
-    galaxy below the fit's floor); even, and a product of 2 and 3 for the sides of ``windows``."""
-    return 3 * window // 2 + (3 * window // 2) % 2
+def box_side(window: int, reach: float = 0.0) -> int:
+    """The FFT box of a W-pixel window about a galaxy of ``reach`` pixels (its light and the
+    PSF's): 3 W / 2, or more where the galaxy reaches beyond W / 2 (a window cut to a smaller
+    cutout), so that the light the periodic box folds back onto the window comes from beyond
+    the reach; even, and a product of 2 and 3."""
+    need = max(3 * window / 2, window / 2 + reach)
+    return (
+        min(n for n in FFT_SIDES if n >= need) if need <= FFT_SIDES[-1] else 2 * math.ceil(need / 2)
+    )
+
+
+#: Even products of 2 and 3 (2^a 3^b, b <= 3): FFT sizes that transform fast.
+FFT_SIDES = sorted(2**a * 3**b for a in range(1, 12) for b in range(0, 4))
 
 
 class Spectrum:
@@ -70,8 +78,9 @@ class Spectrum:
     ``transfer``: (B or 1, sN, sN // 2 + 1), complex, on GalSim's half-plane grid of the
     s x extended box (``simulate.render.transfer_function``, rows in FFT order)."""
 
-    def __init__(self, transfer: torch.Tensor, window: int, oversample: int, support: float):
-        size, s = box_side(window), oversample
+    def __init__(self, transfer: torch.Tensor, window: int, oversample: int, support: float,
+                 box: int | None = None):  # fmt: skip
+        size, s = box or box_side(window), oversample
         self.window, self.size = window, size
         amplitude = transfer.abs().amax(0)
         rows, cols = (amplitude > support * amplitude.max()).nonzero(as_tuple=True)
@@ -212,7 +221,7 @@ class SersicFit:
         data = batch.data.double()
         rows = len(params)
         lam = torch.full((rows,), float(cfg.lambda_start), dtype=torch.float64, device=device)
-        active = torch.ones(rows, dtype=torch.bool, device=device)
+        active = torch.isfinite(params).all(1)  # a start without a number never converges
         converged = torch.zeros(rows, dtype=torch.bool, device=device)
         iterations = torch.zeros(rows, dtype=torch.long, device=device)
         eye = torch.eye(self.count, dtype=torch.float64, device=device)
@@ -245,9 +254,9 @@ class SersicFit:
             # the step in units of each parameter's own (conditional) standard error
             small = (step.abs() * scale.sqrt()).amax(1) < cfg.step_sigma
             flat = (chi2 - trial_chi2) <= cfg.chi2_tol
-            stuck = lam[idx] > cfg.lambda_max  # no step lowers the chi-square: a minimum
+            stuck = lam[idx] > cfg.lambda_max  # no step lowers the chi-square: a minimum ...
             done = (better & (small | flat)) | stuck
-            converged[idx[done]] = True
+            converged[idx[done & torch.isfinite(chi2)]] = True  # ... where it has a number
             active[idx[done]] = False
         return self.finish(batch, params, iterations, converged)
 
@@ -366,6 +375,7 @@ class Region:
     """One row's pixels for the fit: a W x W square of its cutout about the source."""
 
     data: np.ndarray  # (W, W) input units, 0 where there are none
+    box: int  # pixel, the side N of the FFT box the models are drawn in (``box_side``)
     weight: np.ndarray  # (W, W) 1 / rms^2 where the pixel is data, else 0
     corner: tuple[int, int]  # cutout (row, column) of the region's pixel (0, 0)
     start: np.ndarray  # (P,) parameters, x and y in the region's pixels
@@ -385,13 +395,14 @@ def reach_px(flux, n, re_px, q, rms: float, floor_nsigma: float) -> float:
     return float(re_px * max(ratio, 0.0) ** n)
 
 
-def window_side(reach: float, fwhm_px: float, cfg) -> int:
+def window_side(reach: float, fwhm_px: float, cfg, data_px: float = math.inf) -> int:
     """The fit window's side (pixel): the least of ``windows`` that holds the galaxy's reach
-    and ``window_fwhm`` PSF FWHM on each side (the largest when none does). Few sides make
-    few batches. It may run beyond the cutout (those pixels have no weight): the window sets
-    the FFT box, and a box smaller than the galaxy folds its outer light back onto the pixels
-    (a galaxy larger than its cutout would come out too small)."""
-    need = 2 * (reach + cfg.window_fwhm * fwhm_px)
+    and ``window_fwhm`` PSF FWHM on each side, or all the data about the source (``data_px``,
+    the side of the square about it that holds the whole cutout) when that is smaller; the
+    largest of ``windows`` when none does. Few sides make few batches. The FFT box
+    (``box_side``) still holds the whole galaxy: a box smaller than the galaxy folds its outer
+    light back onto the pixels (a galaxy larger than its cutout would come out too small)."""
+    need = min(2 * (reach + cfg.window_fwhm * fwhm_px), data_px)
     return int(next((w for w in sorted(cfg.windows) if w >= need), max(cfg.windows)))
 
 
@@ -419,8 +430,13 @@ def make_region(stamp, start: dict, cfg) -> Region | None:
     reach = reach_px(
         start["flux"], start["n"], start["re_px"], start["q"], stamp.rms, cfg.floor_nsigma
     )
-    side = window_side(reach, fwhm if math.isfinite(fwhm) else 3.0, cfg)
-    corner = (int(round(start["y"])) - side // 2, int(round(start["x"])) - side // 2)
+    fwhm = fwhm if math.isfinite(fwhm) else 3.0
+    x0, y0 = int(round(start["x"])), int(round(start["y"]))
+    h, w = data.shape
+    data_px = 2 * max(x0, w - 1 - x0, y0, h - 1 - y0) + 2  # the square about it holding the cutout
+    side = window_side(reach, fwhm, cfg, data_px)
+    box = box_side(side, reach + cfg.window_fwhm * fwhm)
+    corner = (y0 - side // 2, x0 - side // 2)
     region, weight = (
         crop(data, corner, side),
         crop(np.where(valid, 1.0 / rms**2, 0.0), corner, side),
@@ -432,7 +448,7 @@ def make_region(stamp, start: dict, cfg) -> Region | None:
         [start["x"] - corner[1]], [start["y"] - corner[0]],
         None if not cfg.fit_sky else [0.0],
     )[0].numpy()  # fmt: skip
-    return Region(region, weight, corner, start_params, float(start.get("gain", 0.0)),
+    return Region(region, box, weight, corner, start_params, float(start.get("gain", 0.0)),
                   stamp.profile, cutout.pixel_scale)  # fmt: skip
 
 
@@ -469,15 +485,15 @@ class FitStage:
         return self._cache.get(profile, ("oversample", scale),
                                lambda: oversampling(profile, scale, self.alias_tolerance))  # fmt: skip
 
-    def spectrum(self, regions: list[Region], window: int, oversample: int) -> Spectrum:
-        """The ``Spectrum`` of the PSFs of ``regions`` (one, or one per row) on the box of a
-        ``window`` fit."""
+    def spectrum(self, regions: list[Region], window: int, box: int, oversample: int) -> Spectrum:
+        """The ``Spectrum`` of the PSFs of ``regions`` (one, or one per row) on a ``box``
+        FFT box of a ``window`` fit."""
         from simulate.render import transfer_function
 
-        arrays = [np.fft.ifftshift(transfer_function(r.profile, r.scale, box_side(window), oversample),
+        arrays = [np.fft.ifftshift(transfer_function(r.profile, r.scale, box, oversample),
                                    axes=0) for r in regions]  # fmt: skip
         transfer = torch.from_numpy(np.stack(arrays))
-        return Spectrum(transfer, window, oversample, float(self.cfg.k_support))
+        return Spectrum(transfer, window, oversample, float(self.cfg.k_support), box)
 
     def run(self, regions: list[Region | None], iterate: bool = True) -> list[dict | None]:
         """Per region, the fit's labels (``LABELS``, x and y in the cutout's pixels), their
@@ -490,22 +506,23 @@ class FitStage:
         groups: dict = {}
         for k, region in enumerate(regions):
             if region is not None:
-                key = (region.data.shape[0], self.oversample(region.profile, region.scale))
+                key = (region.data.shape[0], region.box,
+                       self.oversample(region.profile, region.scale))  # fmt: skip
                 groups.setdefault(key, []).append(k)
         chunks = []
-        for (window, s), rows in groups.items():  # at most batch_pixels of FFT box a batch
-            size = max(1, int(float(self.cfg.batch_pixels) // (s * box_side(window)) ** 2))
-            chunks += [(window, s, rows[i : i + size]) for i in range(0, len(rows), size)]
-        for window, s, rows in chunks:
+        for (window, box, s), rows in groups.items():  # at most batch_pixels of FFT box a batch
+            size = max(1, int(float(self.cfg.batch_pixels) // (s * box) ** 2))
+            chunks += [(window, box, s, rows[i : i + size]) for i in range(0, len(rows), size)]
+        for window, box, s, rows in chunks:
             profiles = {id(regions[k].profile): regions[k] for k in rows}
             if len(profiles) == 1:  # one PSF for all: its spectrum kept for later batches
                 first = regions[rows[0]]
                 spectrum = self._cache.get(
-                    first.profile, ("spectrum", first.scale, window, s),
-                    functools.partial(self.spectrum, [first], window, s),
+                    first.profile, ("spectrum", first.scale, window, box, s),
+                    functools.partial(self.spectrum, [first], window, box, s),
                 )  # fmt: skip
             else:
-                spectrum = self.spectrum([regions[k] for k in rows], window, s)
+                spectrum = self.spectrum([regions[k] for k in rows], window, box, s)
             batch = FitBatch(
                 torch.from_numpy(np.stack([regions[k].data for k in rows])),
                 torch.from_numpy(np.stack([regions[k].weight for k in rows])),

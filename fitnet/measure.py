@@ -195,8 +195,9 @@ class Measurer:
             if from_moments:
                 half = math.sqrt(0.25 * (mxx[j] - myy[j]) ** 2 + mxy[j] ** 2)
                 big, small = 0.5 * (mxx[j] + myy[j]) + half, 0.5 * (mxx[j] + myy[j]) - half
-                network[j].update(
-                    flux=float(images[j].sum()) / stamp.to_model, n=1.0,
+                total = max(float(images[j].sum()), self.predictor.noise_rms * len(images[j]))
+                network[j].update(  # the sum of a faint galaxy's noisy pixels may be negative
+                    flux=total / stamp.to_model, n=1.0,
                     re_px=1.1774 * math.sqrt(max(big, 1e-6)) * stamp.factor,
                     q=math.sqrt(max(small, 1e-6) / max(big, 1e-6)),
                 )  # fmt: skip
@@ -241,11 +242,13 @@ class Measurer:
                   and (not fit["converged"] or fit["at_bound"]) for fit in fits]  # fmt: skip
         if not any(failed):
             return fits
+        from_moments = self.settings.fit.get("start", "network") == "moments"  # no network
         bounds = self.stage.run([r if f else None for r, f in zip(regions, failed, strict=True)],
                                 iterate=False)  # fmt: skip
         for k, bound in enumerate(bounds):
             if bound is not None:  # the row keeps the network's answer: its residual too
-                fits[k]["needed"] = helps(network[k], bound, self.settings.fit.auto_ratio)
+                fits[k]["needed"] = from_moments or helps(network[k], bound,
+                                                          self.settings.fit.auto_ratio)  # fmt: skip
                 fits[k].update(footprint_chi2=bound["footprint_chi2"],
                                footprint_pixels=bound["footprint_pixels"])  # fmt: skip
         return fits
@@ -373,7 +376,8 @@ def combine(network: dict, fit: dict | None, labels, fit_only: bool = False) -> 
     moments (no sigma)."""
     row = {k: v for k, v in network.items() if k not in ("model", "model_err")}
     row["fitted"] = []
-    good = fit is not None and fit["iterations"] > 0 and fit["converged"] and not fit["at_bound"]
+    good = (fit is not None and fit["iterations"] > 0 and fit["converged"] and not fit["at_bound"]
+            and all(math.isfinite(fit[k]) for k in ("flux", "n", "re_px", "q", "pa", "x", "y")))  # fmt: skip
     if not good:
         row["pa_err"] = math.nan if fit is None or not fit["iterations"] else fit["pa_err"]
         return row

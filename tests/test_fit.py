@@ -137,7 +137,7 @@ def test_a_galaxy_larger_than_its_cutout_is_fitted_to_its_true_size(fitter):
     assert labels["n"].item() == pytest.approx(2.5, rel=0.05)
 
 
-def test_the_fit_window_holds_the_whole_galaxy_even_beyond_its_cutout():
+def test_the_fft_box_holds_the_whole_galaxy_even_beyond_its_cutout():
     from types import SimpleNamespace
 
     from fitnet.fit import make_region
@@ -148,5 +148,16 @@ def test_the_fit_window_holds_the_whole_galaxy_even_beyond_its_cutout():
                             rms=1.0, neighbours=None)  # fmt: skip
     start = dict(flux=2e5, n=2.5, re_px=40.0, q=0.75, pa=0.3, x=47.5, y=47.5)
     region = make_region(stamp, start, load_group("fit", "auto"))
-    assert region.data.shape[0] > 96  # wider than the cutout
-    assert region.weight[:, 0].sum() == 0  # the pixels beyond the cutout carry no weight
+    side = region.data.shape[0]
+    assert 96 <= side <= 128  # the window: the cutout's pixels, no more
+    # the box reaches past the galaxy's light (re 40 px, n 2.5: beyond 4 re) on every side
+    assert region.box - side / 2 > 4 * 40.0
+
+
+def test_a_start_without_a_number_never_converges(fitter):
+    psf, window = galsim.Moffat(beta=3.0, fwhm=3.0), 32
+    data = torch.tensor(galsim_image(psf, window, 500.0, 1.5, 3.0, 0.7, 0.3, 15.5, 15.5))[None]
+    start = params_from_labels([-50.0], [1.0], [3.0], [0.7], [0.3], [15.5], [15.5])  # ln(-50)
+    batch = FitBatch(data, torch.ones_like(data), spectrum(psf, window), torch.zeros(1), start)
+    result = fitter.fit(batch)
+    assert not result.converged[0] and result.iterations[0] == 0

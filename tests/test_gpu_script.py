@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 
 
+@pytest.mark.slow  # about a minute and a half: the whole prepared run, reduced
 def test_the_reduced_form_writes_every_figure_on_the_cpu(tmp_path):
     out = tmp_path / "figures"
     result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--reduced",
