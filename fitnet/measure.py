@@ -128,10 +128,14 @@ class Measurer:
         self.add_pose(chosen, images, network)
         fits = self.fit(chosen, network)
         for j, k in enumerate(good):
-            fit_only = self.settings.fit.get("start", "network") == "moments"
-            out[k].update(combine(network[j], fits[j], self.predictor.labels, fit_only))
+            out[k].update(combine(network[j], fits[j], self.predictor.labels, self.from_moments))
             self.finish_row(chosen[j], out[k], fits[j])
         return out
+
+    @property
+    def from_moments(self) -> bool:
+        """``fit.start=moments``: the fit starts from the stamp's moments, not the network."""
+        return self.settings.fit.get("start", "network") == "moments"
 
     def network(self, images: np.ndarray, psfs) -> tuple[dict, dict]:
         """The network's values and sigmas of ``images`` (and ``psfs``), ``batch_size`` at a
@@ -187,12 +191,11 @@ class Measurer:
         mxx, myy, mxy = m.double().numpy().T
         centre = (self.predictor.stamp_size - 1) / 2
         cx, cy = c.double().numpy().T + centre
-        from_moments = self.settings.fit.get("start", "network") == "moments"
         for j, stamp in enumerate(stamps):
             y, x_ = stamp.to_cutout(cy[j], cx[j])
             network[j].update(x=x_, y=y, pa=float(0.5 * np.arctan2(2 * mxy[j], mxx[j] - myy[j])))
             network[j]["gain"] = self.gain(stamp)
-            if from_moments:
+            if self.from_moments:
                 half = math.sqrt(0.25 * (mxx[j] - myy[j]) ** 2 + mxy[j] ** 2)
                 big, small = 0.5 * (mxx[j] + myy[j]) + half, 0.5 * (mxx[j] + myy[j]) - half
                 total = max(float(images[j].sum()), self.predictor.noise_rms * len(images[j]))
@@ -242,12 +245,11 @@ class Measurer:
                   and (not fit["converged"] or fit["at_bound"]) for fit in fits]  # fmt: skip
         if not any(failed):
             return fits
-        from_moments = self.settings.fit.get("start", "network") == "moments"  # no network
         bounds = self.stage.run([r if f else None for r, f in zip(regions, failed, strict=True)],
                                 iterate=False)  # fmt: skip
         for k, bound in enumerate(bounds):
             if bound is not None:  # the row keeps the network's answer: its residual too
-                fits[k]["needed"] = from_moments or helps(network[k], bound,
+                fits[k]["needed"] = self.from_moments or helps(network[k], bound,
                                                           self.settings.fit.auto_ratio)  # fmt: skip
                 fits[k].update(footprint_chi2=bound["footprint_chi2"],
                                footprint_pixels=bound["footprint_pixels"])  # fmt: skip
