@@ -171,14 +171,16 @@ def _bad_fit(fit):
     raise UserError(f"fit={fit!r} is not allowed: choose from {', '.join(FIT_MODES)}")
 
 
-def load(path=None, *, device: str = "auto", amp: bool | None = None, threads="auto") -> Model:
+def load(path=None, *, device: str = "auto", amp=None, threads="auto", backend=None) -> Model:
     """The shipped pretrained model, a shipped one by name (``"generalist"``), or the
     checkpoint(s) at ``path`` (one path or a list of single-target ones). ``device``: auto,
-    cpu or cuda; ``amp``: bfloat16 autocast (default from conf/inference); ``threads``: the
-    CPU threads, ``auto`` or a number (``fitnet.runtime.set_threads``)."""
+    cpu or cuda; ``amp``: bfloat16 autocast, auto, True or False; ``backend``: auto, torch or
+    onnx (``fitnet.backends``; both default from conf/inference); ``threads``: the CPU
+    threads, ``auto`` or a number (``fitnet.runtime.set_threads``)."""
     inference = load_group("inference")
     set_threads(threads)
     device = resolve_device(device)
-    predictor = Predictor(checkpoint_paths(path), device, inference.amp if amp is None else amp)
+    predictor = Predictor(checkpoint_paths(path), device, inference.amp if amp is None else amp,
+                          backend=inference.backend if backend is None else backend)  # fmt: skip
     return Model(predictor, int(inference.batch_size[device.type]), load_group("quality"),
                  int(compose_packaged("predict").resume_rows))  # fmt: skip

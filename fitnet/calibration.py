@@ -105,7 +105,7 @@ def calibrate(cfg: DictConfig) -> dict:
     validate_calibration(cfg.calibration)
 
     set_threads(cfg.threads)
-    predictor = Predictor(ckpts, resolve_device(cfg.device), cfg.amp)
+    predictor = Predictor(ckpts, resolve_device(cfg.device), cfg.amp, backend=cfg.backend)
     payload = predictor.payload
     if payload["loss"] != "gaussian_nll":
         raise checkpoint.CheckpointError(

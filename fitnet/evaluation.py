@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     predictor = Predictor(
-        checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble
+        checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble, cfg.backend
     )
     # The shipped model was trained on folders a user does not have: it uses this install's
     # default data set instead (data/sersic, what `python -m simulate` writes).

@@ -118,8 +118,10 @@ class Spectrum:
         folded.index_add_(-1, self.direct_to, spectra[..., self.direct])
         folded.index_add_(-1, self.mirror_to, spectra[..., self.mirror].conj())
         folded = folded.reshape(*spectra.shape[:-1], self.size, width)
-        image = torch.fft.irfft2(folded, s=(self.size, self.size))
-        return image[..., : self.window, : self.window]
+        # the inverse transform one axis at a time, keeping only the window's rows between the
+        # two (the same numbers as irfft2, 20-40% faster for a box of 1.5-2 windows)
+        rows = torch.fft.ifft(folded, dim=-2)[..., : self.window, :]
+        return torch.fft.irfft(rows, n=self.size, dim=-1)[..., : self.window]
 
 
 @dataclass
@@ -160,9 +162,10 @@ class SersicFit:
 
     # -- the model ----------------------------------------------------------------------------
 
-    def render(self, params, spectrum: Spectrum, jacobian: bool = False):
+    def render(self, params, spectrum: Spectrum, jacobian: bool = False, centre: bool = True):
         """Model images (B, W, W) and, with ``jacobian``, their derivatives (B, P, W, W), on
-        the frequencies of ``spectrum`` (``Spectrum``: the PSF's support, its aliases folded)."""
+        the frequencies of ``spectrum`` (``Spectrum``: the PSF's support, its aliases folded).
+        Without ``centre``, the derivatives leave out x and y (B, P - 2, W, W)."""
         kx, ky = spectrum.kx, spectrum.ky
         params = params.float()  # the images in single precision (``Spectrum``); sums in double
         ln_f, ln_n = params[:, 0], params[:, 1]
@@ -177,20 +180,19 @@ class SersicFit:
             torch.ones_like(kappa2), -(kx * params[:, 5, None] + ky * params[:, 6, None])
         )
         common = ln_f.exp()[:, None] * phase * spectrum.transfer
-        parts = [common * t]
+        parts = [common * t]  # the model, which is also its derivative by ln F
         if jacobian:
             slope = (
                 common * dt_dlk / kappa2
             )  # d G / d kappa^2, times 2 (d ln kappa = d kappa^2 / 2 kappa^2)
             parts += [
-                parts[0],  # d / d ln F
                 common * dt_dln,  # d / d ln n
                 slope * v1 * l11 * kx,  # d / d alpha
                 slope * v2 * l22 * ky,  # d / d beta
                 slope * v1 * ky,  # d / d gamma
-                parts[0] * (-1j * kx),  # d / d x
-                parts[0] * (-1j * ky),  # d / d y
             ]
+            if centre:
+                parts += [parts[0] * (-1j * kx), parts[0] * (-1j * ky)]  # d / d x, d / d y
         images = spectrum.images(torch.stack(parts, 1)).double()
         params = params.double()
         model = images[:, 0]
@@ -198,7 +200,7 @@ class SersicFit:
             model = model + params[:, 7, None, None]
         if not jacobian:
             return model, None
-        jac = images[:, 1:]
+        jac = images  # d / d ln F is the galaxy's own image
         if self.count == 8:
             jac = torch.cat([jac, torch.ones_like(model)[:, None]], 1)
         return model, jac
@@ -260,19 +262,30 @@ class SersicFit:
             active[idx[done]] = False
         return self.finish(batch, params, iterations, converged)
 
-    def finish(self, batch: FitBatch, params, iterations, converged) -> FitResult:
-        """The covariance, chi-square and model at the final parameters (on the CPU)."""
+    def finish(self, batch: FitBatch, params, iterations, converged,
+               errors: str = "all") -> FitResult:  # fmt: skip
+        """The covariance, chi-square and model at the final parameters (on the CPU).
+        ``errors``: ``all``; ``shape``, the covariance of flux, n and shape (and sky) alone, x
+        and y left out of the Hessian (their rows NaN): a symmetric galaxy's centre does not
+        correlate with them, and it costs two images fewer; ``none``, the model alone."""
         batch = batch_on(batch, self.device)
         params, iterations, converged = (t.to(self.device) for t in (params, iterations, converged))
-        model, jac = self.render(params, batch.spectrum, jacobian=True)
+        model, jac = self.render(params, batch.spectrum, jacobian=errors != "none",
+                                 centre=errors == "all")  # fmt: skip
         weight = self.variance_weight(batch, model)
         chi2 = (weight * (batch.data.double() - model) ** 2).sum((1, 2))
-        wj = jac * weight[:, None]
-        hessian = torch.einsum("bpij,bqij->bpq", wj, jac)
-        covariance = torch.full_like(hessian, math.nan)
-        solved, info = torch.linalg.inv_ex(hessian)
-        ok = info == 0
-        covariance[ok] = solved[ok]
+        rows = len(params)
+        covariance = torch.full((rows, self.count, self.count), math.nan, dtype=torch.float64,
+                                device=params.device)  # fmt: skip
+        if jac is not None:
+            keep = torch.arange(self.count, device=params.device)
+            if errors == "shape":
+                keep = keep[(keep != 5) & (keep != 6)]
+            wj = jac * weight[:, None]
+            hessian = torch.einsum("bpij,bqij->bpq", wj, jac)
+            solved, info = torch.linalg.inv_ex(hessian)
+            ok = (info == 0).nonzero().squeeze(1)
+            covariance[ok[:, None, None], keep[None, :, None], keep[None, None, :]] = solved[ok]
         lo, hi = LOG_N_RANGE
         at_bound = (params[:, 1] <= lo + 1e-9) | (params[:, 1] >= hi - 1e-9)
         pixels = (batch.weight > 0).sum((1, 2))
@@ -363,7 +376,9 @@ def label_covariance(params: torch.Tensor, covariance: torch.Tensor) -> dict[str
     errors = {}
     for name, value in labels.items():
         (grad,) = torch.autograd.grad(value.sum(), x, retain_graph=True)
-        errors[name] = torch.einsum("bp,bpq,bq->b", grad, covariance, grad).clamp(min=0).sqrt()
+        used = grad != 0  # a parameter the label does not depend on adds nothing, even NaN
+        cov = torch.where(used[:, :, None] & used[:, None, :], covariance, 0.0)
+        errors[name] = torch.einsum("bp,bpq,bq->b", grad, cov, grad).clamp(min=0).sqrt()
     return errors
 
 
@@ -495,13 +510,14 @@ class FitStage:
         transfer = torch.from_numpy(np.stack(arrays))
         return Spectrum(transfer, window, oversample, float(self.cfg.k_support), box)
 
-    def run(self, regions: list[Region | None], iterate: bool = True) -> list[dict | None]:
+    def run(self, regions: list[Region | None], iterate: bool = True,
+            errors: str = "all") -> list[dict | None]:  # fmt: skip
         """Per region, the fit's labels (``LABELS``, x and y in the cutout's pixels), their
         errors (``<label>_err``), ``chi2`` and ``pixels`` (over the weighted pixels), the
         residual's chi-square over the source's footprint (``footprint_chi2``,
         ``footprint_pixels``: ``footprint_chi2``), ``iterations``, ``converged`` and
         ``at_bound``; None for None. Without ``iterate``: the same at the starting point (its
-        likelihood bound)."""
+        likelihood bound, with ``errors`` as ``SersicFit.finish`` takes them)."""
         out: list[dict | None] = [None] * len(regions)
         groups: dict = {}
         for k, region in enumerate(regions):
@@ -532,21 +548,22 @@ class FitStage:
             )
             result = self.engine.fit(batch) if iterate else self.engine.finish(
                 batch, project(batch.start.double()), torch.zeros(len(rows), dtype=torch.long),
-                torch.zeros(len(rows), dtype=torch.bool))  # fmt: skip
+                torch.zeros(len(rows), dtype=torch.bool), errors)  # fmt: skip
+            labels = labels_from_params(result.params)
+            label_errors = label_covariance(result.params, result.covariance)
             for j, k in enumerate(rows):
-                out[k] = row_result(result, j)
+                out[k] = row_result(result, j, labels, label_errors)
                 out[k].update(footprint_chi2(regions[k], result.model[j].numpy(), self.quality))
                 out[k]["x"] += regions[k].corner[1]
                 out[k]["y"] += regions[k].corner[0]
         return out
 
 
-def row_result(result: FitResult, j: int) -> dict:
-    """Row ``j`` of ``result`` as plain numbers (and its model image)."""
-    params, cov = result.params[j : j + 1], result.covariance[j : j + 1]
-    labels, errors = labels_from_params(params), label_covariance(params, cov)
-    row = {name: float(value[0]) for name, value in labels.items()}
-    row.update({f"{name}_err": float(value[0]) for name, value in errors.items()})
+def row_result(result: FitResult, j: int, labels: dict, errors: dict) -> dict:
+    """Row ``j`` of ``result`` as plain numbers, with the batch's ``labels`` and their
+    ``errors`` (``labels_from_params``, ``label_covariance``)."""
+    row = {name: float(value[j]) for name, value in labels.items()}
+    row.update({f"{name}_err": float(value[j]) for name, value in errors.items()})
     row.update(chi2=float(result.chi2[j]), pixels=int(result.pixels[j]),
                iterations=int(result.iterations[j]), converged=bool(result.converged[j]),
                at_bound=bool(result.at_bound[j]))  # fmt: skip

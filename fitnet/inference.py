@@ -17,6 +17,7 @@ import torch
 from sersic_runtime.errors import UserError
 
 from . import checkpoint
+from .backends import onnx_trunks, resolve_amp, resolve_backend
 from .checkpoint import split_output
 from .data import psf_channel
 from .labels import TARGETS
@@ -35,8 +36,8 @@ class Predictor:
     """
 
     def __init__(
-        self, ckpts: str | Path | Iterable[str | Path], device: torch.device, amp: bool = False,
-        ensemble: bool = False,
+        self, ckpts: str | Path | Iterable[str | Path], device: torch.device, amp=False,
+        ensemble: bool = False, backend: str = "torch",
     ):  # fmt: skip
         paths = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
         if not paths:
@@ -44,7 +45,8 @@ class Predictor:
                 "no checkpoint given: pass ckpt=PATH or ckpt=[PATH,PATH]"
             )
         self.device = device
-        self.amp = amp  # bfloat16 autocast of the forward pass
+        self.amp = resolve_amp(amp, device)  # bfloat16 autocast of the forward pass
+        self.backend = resolve_backend(backend, device, self.amp)
         self.ensemble = ensemble
         if ensemble and len(paths) < 2:
             raise checkpoint.CheckpointError(
@@ -89,6 +91,8 @@ class Predictor:
                         f"{path} was trained at {scale} arcsec/pixel, {paths[0]} at "
                         f"{self.instrument.get('pixel_scale_arcsec')}"
                     )
+        if self.backend == "onnx":
+            self.use_onnx(explicit=backend == "onnx")
         self.labels = [name for name in TARGETS if name in self.labels]  # contract order
         self.transforms = {
             name: t
@@ -100,6 +104,24 @@ class Predictor:
         self.prior = {
             k: v for payload in self.payloads for k, v in (payload.get("prior") or {}).items()
         }
+
+    def use_onnx(self, explicit: bool) -> None:
+        """Each member's convolutions in ONNX Runtime (``fitnet.backends``). Under
+        ``backend=auto`` a model that does not export stays in PyTorch, with a warning."""
+        chans = 2 if self.needs_psf else 1
+        example = torch.randn(2, chans, self.stamp_size, self.stamp_size,
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+        try:
+            for k, (model, *rest) in enumerate(self.members):
+                self.members[k] = (onnx_trunks(model, example), *rest)
+        except Exception as err:  # noqa: BLE001 - any export failure means the same here
+            if explicit:
+                raise UserError(f"backend=onnx: the model does not export to ONNX ({err}); "
+                                "use backend=torch") from err  # fmt: skip
+            log.warning("backend=auto: the model does not export to ONNX (%s); using PyTorch", err)
+            self.backend = "torch"
+            self.members = [(checkpoint.load_model(m[-1], self.device)[0].to(
+                memory_format=torch.channels_last), *m[1:]) for m in self.members]  # fmt: skip
 
     @property
     def pixel_scale(self) -> float:

@@ -227,7 +227,9 @@ class Measurer:
         ]
         if mode == "all" or (mode == "auto" and self.predictor.needs_psf):
             return self.judge_failures(self.stage.run(regions), regions, network)
-        at_start = self.stage.run(regions, iterate=False)
+        # fit=none wants the residual alone; auto, the bound of flux, n and shape too (helps)
+        at_start = self.stage.run(regions, iterate=False,
+                                  errors="none" if mode == "none" else "shape")  # fmt: skip
         if mode == "none":
             return at_start
         chosen = [r if helps(network[k], at_start[k], self.settings.fit.auto_ratio) else None
@@ -246,7 +248,7 @@ class Measurer:
         if not any(failed):
             return fits
         bounds = self.stage.run([r if f else None for r, f in zip(regions, failed, strict=True)],
-                                iterate=False)  # fmt: skip
+                                iterate=False, errors="shape")  # fmt: skip
         for k, bound in enumerate(bounds):
             if bound is not None:  # the row keeps the network's answer: its residual too
                 fits[k]["needed"] = self.from_moments or helps(network[k], bound,

@@ -149,6 +149,74 @@ class ResNet(FitNet):
         super().__init__(nn.Sequential(*layers), head)
 
 
+class DenseLayer(nn.Module):
+    """DenseNet-BC bottleneck: BN-ReLU-1x1 conv (``bottleneck * growth`` channels), then
+    BN-ReLU-3x3 conv (``growth``); its output is concatenated to its input."""
+
+    def __init__(self, chans_in: int, growth: int, bottleneck: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(chans_in),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(chans_in, bottleneck * growth, 1, bias=False),
+            nn.BatchNorm2d(bottleneck * growth),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(bottleneck * growth, growth, 3, 1, 1, bias=False),
+        )
+
+    def forward(self, x):
+        return torch.cat([x, self.body(x)], dim=1)
+
+
+class DenseNet(FitNet):
+    """DenseNet-BC (Huang et al. 2017): dense blocks of bottleneck layers joined by transitions
+    that compress the channels and halve the resolution, global average pooling, linear head.
+    Defaults in conf/model/densenet.yaml.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        num_outputs: int,
+        stamp_size: int,
+        growth: int = 12,
+        blocks=(4, 8, 8),
+        stem_features: int = 24,
+        stem_stride: int = 2,
+        bottleneck: int = 4,
+        compression: float = 0.5,
+        dropout: float = 0.0,
+    ):
+        del stamp_size  # global pooling: any input size works
+        if not 0 < compression <= 1:
+            raise ValueError(f"model.compression {compression} must be in (0, 1]")
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, stem_features, 3, stem_stride, 1, bias=False)
+        ]
+        chans = stem_features
+        for i, count in enumerate(blocks):
+            for _ in range(count):
+                layers.append(DenseLayer(chans, growth, bottleneck))
+                chans += growth
+            if i < len(blocks) - 1:
+                out = max(1, int(chans * compression))
+                layers += [
+                    nn.BatchNorm2d(chans),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(chans, out, 1, bias=False),
+                    nn.AvgPool2d(2),
+                ]
+                chans = out
+        layers += [
+            nn.BatchNorm2d(chans),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        ]
+        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans, num_outputs))
+        super().__init__(nn.Sequential(*layers), head)
+
+
 class PhotometricRefiner(nn.Module):
     """A network whose outputs are corrected by an MLP that also sees ``StampPhotometry``.
 
@@ -321,6 +389,7 @@ class BoundedOutputs(nn.Module):
 MODELS = {
     "deeplegato": DeepLegato,
     "resnet": ResNet,
+    "densenet": DenseNet,
     "photometric": PhotometricRefiner,
     "psf_conditioned": None,  # PSFConditioned, set below (it builds its network by name)
 }

@@ -206,7 +206,9 @@ def load_predictor(cfg: DictConfig) -> Predictor:
     """The checkpoint(s) ``cfg.ckpt`` on ``cfg.device``, with ``cfg.threads`` CPU threads."""
     threads = set_threads(cfg.threads)
     log.info("%d CPU thread(s) (threads=%s)", threads, cfg.threads)
-    return Predictor(checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble)
+    return Predictor(
+        checkpoint_paths(cfg.ckpt), resolve_device(cfg.device), cfg.amp, cfg.ensemble, cfg.backend
+    )
 
 
 def settings(cfg: DictConfig, predictor: Predictor, header) -> Settings:

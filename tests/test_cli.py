@@ -111,7 +111,7 @@ def test_help_of_train_lists_its_groups_and_choices(tmp_path):
     result = run_module("fitnet.train", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (
-        "model= : one of deeplegato, photometric, psf_conditioned, resnet (default deeplegato)"
+        "model= : one of deeplegato, densenet, photometric, psf_conditioned, resnet (default deeplegato)"
         in result.stdout
     )
     assert "epochs:" in result.stdout and "optim.lr:" in result.stdout

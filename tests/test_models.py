@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from fitnet.models import BoundedOutputs, build_model
 
 
-@pytest.mark.parametrize("model", ["deeplegato", "resnet"])
+@pytest.mark.parametrize("model", ["deeplegato", "resnet", "densenet"])
 @pytest.mark.parametrize("stamp_size", [64, 128])
 def test_output_shape_finite_and_gradients(model, stamp_size):
     cfg = compose_config("train", [f"model={model}"])
@@ -54,3 +54,9 @@ def test_a_bounded_head_is_the_identity_inside_the_prior_and_bounded_beyond():
     assert torch.equal(
         head(torch.tensor([[0.0, 0.0, 7.0, -7.0]]))[:, 2:], torch.tensor([[7.0, -7.0]])
     )
+
+
+def test_densenet_compression_outside_its_range_is_refused():
+    cfg = compose_config("train", ["model=densenet", "model.compression=1.5"])
+    with pytest.raises(ValueError, match=r"model.compression 1.5 must be in \(0, 1\]"):
+        build_model(OmegaConf.to_container(cfg.model), in_chans=1, num_outputs=3, stamp_size=64)
