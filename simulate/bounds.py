@@ -4,8 +4,10 @@ For one galaxy the Fisher matrix of the noiseless model ``mu`` in the parameters
 ``(mag, n, ln re, q, pa, x, y)`` is ``F_ij = d_i mu^T C^-1 d_j mu``, C the noise covariance of
 the stamp. For white noise (``noise=ccd`` or ``map``) that is ``sum_pixels d_i mu d_j mu / var``
 with the variance per pixel (sky or the stamp's background rms, read noise and the source's own
-Poisson noise); for correlated noise ``C^-1`` is applied by conjugate gradients. The derivatives taken by central finite differences of the project's own renders (GalSim
-Sersic, PSF, pixel, stamp window). The bound of a label is the square root of the diagonal of
+Poisson noise); for correlated noise ``C^-1`` is applied by conjugate gradients. The derivatives
+are taken by central finite differences of the project's own renders (GalSim Sersic, PSF, pixel,
+stamp window), except that by mag, which is the stamp times -0.4 ln 10 (a stamp is linear in
+its flux). The bound of a label is the square root of the diagonal of
 ``F^-1``, converted to the contract error of that label: mag in mag, re relative
 (``sigma(ln re)``), n in dex (``sigma(n) / (n ln 10)``), q absolute.
 
@@ -59,7 +61,7 @@ def fisher_matrix(
     d = steps.ln_re
     q_hi, q_lo = min(p["q"] + steps.q, 1.0), p["q"] - steps.q  # q may not exceed 1: one-sided
     derivs = [
-        central("mag", steps.mag),
+        -0.4 * math.log(10) * base,  # the stamp is linear in flux: exact, and two renders fewer
         slope("n", n_lo, n_hi, n_hi - n_lo),
         slope("re", p["re"] * math.exp(-d), p["re"] * math.exp(d), 2 * d),  # per unit ln re
         slope("q", q_lo, q_hi, q_hi - q_lo),

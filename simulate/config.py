@@ -77,7 +77,6 @@ class Splits:
 @dataclass
 class Bounds:
     splits: list[str] = MISSING
-    mag: float = MISSING  # mag
     n_relative: float = MISSING
     ln_re: float = MISSING
     q: float = MISSING
@@ -272,7 +271,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     for name in merged.bounds.splits:
         if name not in ("train", "val", "test"):
             _fail("bounds.splits", list(merged.bounds.splits), "may only name train, val and test")
-    for key in ("mag", "n_relative", "ln_re", "q", "pa", "offset"):
+    for key in ("n_relative", "ln_re", "q", "pa", "offset"):
         if not merged.bounds[key] > 0:
             _fail(f"bounds.{key}", merged.bounds[key], "must be > 0")
     comp = merged.companions
