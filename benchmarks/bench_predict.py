@@ -7,7 +7,8 @@ is measured; once, kept in ``--out``), then times whole commands, each as a user
 rate from the command's own log line):
 
 - ``python -m fitnet.predict input=test.h5`` with its defaults (every check on, ``fit=auto``),
-  with ``quality=none``, with ``fit=none``, with ``fit=all`` and with ``threads=1``;
+  with ``quality=none``, with ``fit=none``, with ``fit=all``, with ``threads=1`` and with
+  ``backend=torch`` (the network in PyTorch rather than ONNX Runtime);
 - the generalist's default command on the same stamps (``psf=`` the instrument's PSF image;
   every row fitted);
 - the default command on a busy node: one CPU-bound process per core spinning beside it, with
@@ -91,6 +92,7 @@ def runs(out: Path, data: Path, cores: int) -> dict:
         "fit=none (checks on)": ["fit=none"],
         "fit=all": ["fit=all"],
         "threads=1": ["threads=1"],
+        "backend=torch (the network in PyTorch)": ["backend=torch"],
         "generalist default": [
             "ckpt=generalist",
             f"psf={psf}",

@@ -218,34 +218,38 @@ def main():
     ok = adf.max() < 2e-3 and fid["dpeak"].max() < 1e-2
     print(f"  fidelity targets  : {'met' if ok else 'NOT met'}")
 
-    # 3. the whole pipeline, as a user runs it, in a subprocess whose process tree is sampled
-    if args.pipeline:
-        with tempfile.TemporaryDirectory() as tmp:
-            command = [
-                sys.executable,
-                "-m",
-                "simulate",
-                *args.overrides,
-                f"n={args.pipeline}",
-                f"workers={workers}",
-                "montage=0",
-                f"out_dir={tmp}/data",
-                f"hydra.run.dir={tmp}/run",
-            ]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            peak = 0.0
-            while proc.poll() is None:
-                peak = max(peak, tree_rss_mb(proc.pid))
-                time.sleep(0.2)
-            seconds = time.perf_counter() - t0
-            if proc.returncode:
-                raise SystemExit(f"pipeline run failed: {' '.join(command)}")
+    # 3. the whole pipeline, as a user runs it, in a subprocess whose process tree is sampled;
+    # then without the test split's bounds, to give their share
+    for title, extra in (("", []), (" without bounds (bounds.splits=[])", ["bounds.splits=[]"])):
+        if not args.pipeline:
+            break
+        seconds, peak = pipeline(args, workers, extra)
         rate = args.pipeline / seconds
-        print(f"pipeline, python -m simulate n={args.pipeline} on {workers} processes:")
+        print(f"pipeline, python -m simulate n={args.pipeline} on {workers} processes{title}:")
         print(f"  {seconds:.1f} s wall including start-up and assembly: {rate:.1f} galaxies/s")
+        print(f"  end to end per core against the naive loop: {rate / workers / rate_naive:.1f}x "
+              "(target >= 15x)")  # fmt: skip
         print(f"  -> n=50000 would take about {50000 / rate / 60:.1f} min")
         print(f"  peak resident memory of the whole process tree: {peak:.0f} MB (target < 2048 MB)")
+
+
+def pipeline(args, workers: int, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB, the whole process tree) of one
+    ``python -m simulate n=<--pipeline>`` run with ``extra`` overrides."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "simulate", *args.overrides, *extra,
+                   f"n={args.pipeline}", f"workers={workers}", "montage=0",
+                   f"out_dir={tmp}/data", f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+        seconds = time.perf_counter() - t0
+        if proc.returncode:
+            raise SystemExit(f"pipeline run failed: {' '.join(command)}")
+    return seconds, peak
 
 
 if __name__ == "__main__":
