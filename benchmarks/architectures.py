@@ -60,10 +60,11 @@ def forward_rate(ckpt: Path, batches: int = 30) -> tuple[float, int]:
     from fitnet import checkpoint
     from sersic_runtime.configs import load_group
 
-    model, *_ = checkpoint.load_model(ckpt, torch.device("cpu"))
+    model, _, _, payload = checkpoint.load_model(ckpt, torch.device("cpu"))
+    side = payload["model"]["stamp_size"]  # pixel
     model = model.eval().to(memory_format=torch.channels_last)
     size = int(load_group("inference").batch_size.cpu)
-    x = torch.randn(size, 1, 128, 128).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(size, 1, side, side).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         model(x)
         start = time.perf_counter()

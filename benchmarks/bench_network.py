@@ -46,9 +46,10 @@ def main() -> None:
     args = parser.parse_args()
     threads = set_threads(args.threads if args.threads == "auto" else int(args.threads))
     batch = int(load_group("inference").batch_size.cpu)
-    model, *_ = checkpoint.load_model(checkpoint_paths(None)[0], torch.device("cpu"))
+    model, _, _, payload = checkpoint.load_model(checkpoint_paths(None)[0], torch.device("cpu"))
+    side = payload["model"]["stamp_size"]  # pixel
     net = model.network.eval()
-    x = torch.randn(batch, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, 1, side, side, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         reference = net(x)
     engines = {"torch float32, contiguous": (net, x)}

@@ -58,7 +58,7 @@ class Predictor:
         self.has_sigma: dict[str, bool] = {}
         for path in paths:
             model, scaler, norm, payload = checkpoint.load_model(path, device)
-            model = model.to(memory_format=torch.channels_last)  # 1.7x faster convolutions on CPU
+            model = channels_last(model)
             if ensemble and self.members:
                 check_ensemble_member(self.payloads[0], payload, paths[0], path)
             for name in scaler.names if not (ensemble and self.members) else []:
@@ -120,8 +120,8 @@ class Predictor:
                                 "use backend=torch") from err  # fmt: skip
             log.warning("backend=auto: the model does not export to ONNX (%s); using PyTorch", err)
             self.backend = "torch"
-            self.members = [(checkpoint.load_model(m[-1], self.device)[0].to(
-                memory_format=torch.channels_last), *m[1:]) for m in self.members]  # fmt: skip
+            self.members = [(channels_last(checkpoint.load_model(m[-1], self.device)[0]), *m[1:])
+                            for m in self.members]  # fmt: skip
 
     @property
     def pixel_scale(self) -> float:
@@ -202,6 +202,11 @@ class Predictor:
             if self.has_sigma[name]:
                 cols.append(f"{name}_err")
         return cols
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in channels-last memory format: 1.7x faster convolutions on the CPU."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def check_ensemble_member(first: dict, other: dict, first_path, path) -> None:
